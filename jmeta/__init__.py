@@ -1,0 +1,41 @@
+"""jmeta: meta-learning in JAX, as pure functions.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp, optax, jmeta
+    >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
+    >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01, steps=1)
+    >>> trainer = jmeta.meta_trainer(learner, optax.adam(1e-3))
+    >>> state = trainer.init(jax.random.key(0))
+"""
+
+from jmeta import batching, losses, models, parallel, tasks
+from jmeta.evaluation import Estimate, estimate, evaluate
+from jmeta.learners import Learner, TaskOutput, fomaml, maml
+from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
+from jmeta.nn import Model, from_linen, from_nnx
+from jmeta.tasks import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Estimate",
+    "Learner",
+    "MetaTrainer",
+    "Model",
+    "Task",
+    "TaskOutput",
+    "TrainState",
+    "batching",
+    "estimate",
+    "evaluate",
+    "fomaml",
+    "from_linen",
+    "from_nnx",
+    "losses",
+    "maml",
+    "meta_trainer",
+    "models",
+    "parallel",
+    "tasks",
+]

@@ -1,0 +1,81 @@
+"""Throughput benchmarks, each the same workload as a PyTorch peer in ../shared/bench/.
+
+``sinusoid-maml`` is the workload of ``peers_sine.py``: MLP 1-40-40-1 (ReLU), K=10 support and 10 query
+points per task, meta-batch 25, one inner SGD step with lr 0.01, second order, Adam 1e-3; one task batch
+sampled once; one warm-up step (compilation), then ``steps`` timed meta-steps.
+
+Example::
+
+    >>> result = run("sinusoid-maml", steps=100)   # doctest: +SKIP
+    >>> result.tasks_per_s                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jmeta import losses
+from jmeta.learners import maml
+from jmeta.meta_trainer import TrainState, meta_trainer
+from jmeta.models import MLP
+from jmeta.nn import from_linen
+from jmeta.tasks import Task, sinusoid_tasks
+from jmeta.validation import one_of, positive_int
+
+
+class BenchResult(NamedTuple):
+    """What a benchmark measured."""
+
+    name: str
+    batching: str
+    steps: int
+    tasks_per_step: int
+    compile_s: float
+    run_s: float
+
+    @property
+    def tasks_per_s(self) -> float:
+        return self.steps * self.tasks_per_step / self.run_s
+
+
+class Workload(NamedTuple):
+    """A meta-training step, its initial state and the one task batch it is timed on."""
+
+    step: Callable[[TrainState, Task], tuple[TrainState, Any]]
+    state: TrainState
+    tasks: Task
+
+
+def sinusoid_maml(batching: str) -> Workload:
+    """The ``peers_sine.py`` workload."""
+    model = from_linen(MLP((40, 40, 1)), jnp.zeros((1, 1)))
+    learner = maml(model, losses.mse, inner_lr=0.01, steps=1)
+    trainer = meta_trainer(learner, optax.adam(1e-3), batching=batching)
+    tasks = sinusoid_tasks(jax.random.key(1), 25, shots=10, queries=10)
+    return Workload(trainer.step, trainer.init(jax.random.key(0)), tasks)
+
+
+WORKLOADS = {"sinusoid-maml": sinusoid_maml}
+
+
+def run(name: str, *, steps: int = 1000, batching: str = "auto") -> BenchResult:
+    """Times ``steps`` meta-steps of the named workload after one warm-up (compiling) step."""
+    one_of("name", name, tuple(WORKLOADS))
+    steps = positive_int("steps", steps)
+    workload = WORKLOADS[name](batching)
+    start = time.perf_counter()
+    state, _ = workload.step(workload.state, workload.tasks)
+    jax.block_until_ready(state)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, _ = workload.step(state, workload.tasks)
+    jax.block_until_ready(state)
+    tasks_per_step = jax.tree.leaves(workload.tasks)[0].shape[0]
+    return BenchResult(name, batching, steps, tasks_per_step, compile_s, time.perf_counter() - start)

@@ -1,0 +1,97 @@
+"""The ``jmeta`` command: ``jmeta train``, ``jmeta bench``.
+
+Example::
+
+    jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml steps=2000
+    jmeta bench sinusoid-maml --peer l2l
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jmeta", description="Meta-learning in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="meta-train and meta-test an experiment config")
+    train.add_argument("config", help="a config file, e.g. experiments/sinusoid_maml.py")
+    train.add_argument("--workdir", required=True, help="where metrics, results and figures are written")
+    train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=1000 seed=1")
+
+    bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
+    bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
+    bench.add_argument("--steps", type=int, default=1000, help="timed meta-steps (after one warm-up)")
+    bench.add_argument("--batching", default="auto", help="auto, vmap, map or unroll")
+    bench.add_argument(
+        "--peer", action="append", default=[], choices=["l2l", "higher", "func"],
+        help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
+        "(needs PEERS_PY and L2L_SRC from `eval \"$(bash ../shared/bench/setup-peers.sh)\"`)",
+    )
+    bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
+
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "train" or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "train":
+        args.overrides += extra  # key=value overrides may also follow --workdir
+    try:
+        return {"train": _train, "bench": _bench}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    from jmeta.experiment import load_config
+    from jmeta.train import format_results, train_and_evaluate
+
+    config = load_config(args.config, args.overrides)
+    results = train_and_evaluate(config, args.workdir)
+    print(format_results(results))
+    print(f"outputs in {args.workdir}/: metrics.jsonl, results.json" +
+          (", sinusoid_adaptation.png" if config.task == "sinusoid" else ""))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from jmeta import bench
+
+    peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
+    result = bench.run(args.name, steps=args.steps, batching=args.batching)
+    print(f"jmeta {args.name}: batching={args.batching}, {result.steps} meta-steps of {result.tasks_per_step} "
+          f"tasks in {result.run_s:.2f}s (first step, with compilation: {result.compile_s:.2f}s)")
+    for peer, tasks_per_s in peers.items():
+        print(f"{peer}: tasks/s {tasks_per_s:.1f}; jmeta / {peer} = {result.tasks_per_s / tasks_per_s:.1f}x")
+    print(f"tasks/s {result.tasks_per_s:.1f}")
+    return 0
+
+
+def _run_peer(name: str, peer: str, peers_dir: Path) -> float:
+    """Runs one PyTorch peer on the same workload and returns its tasks/s (its last line)."""
+    python, l2l_src = os.environ.get("PEERS_PY"), os.environ.get("L2L_SRC")
+    if not python or not l2l_src:
+        raise ValueError(
+            "--peer needs PEERS_PY and L2L_SRC in the environment; set them with "
+            f"eval \"$(bash {peers_dir}/setup-peers.sh)\"."
+        )
+    script = (peers_dir / PEER_SCRIPTS[name]).resolve()
+    if not script.is_file():
+        raise FileNotFoundError(f"peer script {script} not found; pass --peers-dir DIR holding {script.name}.")
+    done = subprocess.run([python, str(script), peer], capture_output=True, text=True,
+                          env={**os.environ, "L2L_SRC": l2l_src}, cwd=peers_dir, check=False)
+    last = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+    if not last or not last[0].startswith("tasks/s "):
+        raise ValueError(f"peer {peer} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return float(last[0].split()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The learner interface shared by every meta-learner, and the differentiable inner loop.
+
+A learner is a ``NamedTuple`` of pure functions, in the manner of an optax ``GradientTransformation``:
+
+* ``init(key) -> (meta_params, model_state)``;
+* ``adapt(meta_params, model_state, x, y, steps=None) -> task_params``: the inner loop on a support set;
+* ``predict(task_params, model_state, x) -> (y, new_model_state)``;
+* ``task_loss(meta_params, model_state, task, steps=None) -> (loss, TaskOutput)``: adapt on the
+  task's support set, then the loss on its query set. ``jax.grad`` of it is the meta-gradient.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp
+    >>> import jmeta
+    >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
+    >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
+    >>> params, state = learner.init(jax.random.key(0))
+    >>> task = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 1, shots=5, queries=10)
+    >>> task_params = learner.adapt(params, state, task.support_x[0], task.support_y[0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import optax
+
+from jmeta.nn import ApplyFn, PyTree
+from jmeta.tasks.task import Task
+from jmeta.validation import positive_float, positive_int
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class TaskOutput(NamedTuple):
+    """What ``task_loss`` returns beside the loss: scalar metrics and the model state after the query pass."""
+
+    metrics: dict[str, jax.Array]
+    model_state: PyTree
+
+
+class AdaptFn(Protocol):
+    def __call__(
+        self, meta_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None
+    ) -> PyTree: ...
+
+
+class TaskLossFn(Protocol):
+    def __call__(
+        self, meta_params: PyTree, model_state: PyTree, task: Task, steps: int | None = None
+    ) -> tuple[jax.Array, TaskOutput]: ...
+
+
+class Learner(NamedTuple):
+    """A meta-learner as four pure functions (see the module docstring)."""
+
+    init: Callable[[jax.Array], tuple[PyTree, PyTree]]
+    adapt: AdaptFn
+    predict: ApplyFn
+    task_loss: TaskLossFn
+
+
+def resolve_inner_optimizer(
+    inner_lr: float | None, optimizer: optax.GradientTransformation | None
+) -> optax.GradientTransformation:
+    """Resolves the two ways of naming the inner optimiser: a learning rate for SGD, or any optax one."""
+    if (inner_lr is None) == (optimizer is None):
+        raise ValueError(
+            "give exactly one of inner_lr (a float: plain SGD, e.g. inner_lr=0.01) or inner_optimizer "
+            f"(an optax.GradientTransformation, e.g. optax.adam(1e-3)); got inner_lr={inner_lr!r} and "
+            f"inner_optimizer={optimizer!r}."
+        )
+    if optimizer is None:
+        return optax.sgd(positive_float("inner_lr", inner_lr))
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+def call_apply(apply: ApplyFn, params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+    """Calls a model's ``apply`` and checks, while tracing, that it returned ``(y, new_state)``."""
+    out = apply(params, state, x)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            "model.apply(params, state, x) must return a pair (predictions, new_state); got "
+            f"{type(out).__name__}. Wrap Flax modules with jmeta.from_linen or jmeta.from_nnx."
+        )
+    return out
+
+
+def check_loss_inputs(predictions: jax.Array, targets: jax.Array, where: str) -> None:
+    """Raises, while tracing, if predictions and targets do not describe the same points."""
+    if predictions.shape[:1] != targets.shape[:1]:
+        raise ValueError(
+            f"the model's predictions on the {where} set have shape {predictions.shape} but the {where} "
+            f"targets have shape {targets.shape}: they must have the same number of points (axis 0)."
+        )
+
+
+def gradient_inner_loop(
+    apply: ApplyFn,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    first_order: bool,
+    remat: bool,
+) -> Callable[[PyTree, PyTree, jax.Array, jax.Array, int], PyTree]:
+    """Builds ``run(params, state, x, y, steps) -> adapted params``: ``steps`` optimiser steps on the
+    support loss, traced so that ``jax.grad`` differentiates through them.
+
+    ``first_order`` stops gradients through the inner gradients (first-order MAML). ``remat`` wraps each
+    step in ``jax.checkpoint`` and keeps the loop rolled, so memory stays flat in the number of steps.
+    The model state (e.g. BatchNorm statistics) is read but not carried between inner steps.
+    """
+
+    def support_loss(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
+        predictions, _ = call_apply(apply, params, state, x)
+        check_loss_inputs(predictions, y, "support")
+        return loss_fn(predictions, y)
+
+    def run(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int) -> PyTree:
+        def step(carry: tuple[PyTree, Any], _: None) -> tuple[tuple[PyTree, Any], None]:
+            params, opt_state = carry
+            grads = jax.grad(support_loss)(params, state, x, y)
+            if first_order:
+                grads = jax.lax.stop_gradient(grads)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        if steps == 0:
+            return params
+        body = jax.checkpoint(step) if remat else step
+        (params, _), _ = jax.lax.scan(
+            body, (params, optimizer.init(params)), length=steps, unroll=1 if remat else steps
+        )
+        return params
+
+    return run
+
+
+def query_metrics(
+    loss_fn: LossFn, metrics: Mapping[str, LossFn], predictions: jax.Array, targets: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The query loss and every named metric of the query predictions."""
+    check_loss_inputs(predictions, targets, "query")
+    loss = loss_fn(predictions, targets)
+    return loss, {"loss": loss, **{name: fn(predictions, targets) for name, fn in metrics.items()}}
+
+
+def steps_or_default(steps: int | None, default: int) -> int:
+    """The number of inner steps for one call: ``default`` unless overridden (0 means no adaptation)."""
+    return default if steps is None else positive_int("steps", steps, allow_zero=True)

@@ -1,0 +1,60 @@
+"""Figures: a learner's predictions before and after adaptation (cf. Finn et al. 2017, Figure 2).
+
+Example::
+
+    >>> plot_sinusoid_adaptation(learner, params, state, jax.random.key(0), path="fig.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jmeta.learners.base import Learner
+from jmeta.nn import PyTree
+from jmeta.tasks.sinusoid import X_RANGE, sinusoid_functions, sinusoid_tasks
+
+
+def plot_sinusoid_adaptation(
+    learner: Learner,
+    params: PyTree,
+    model_state: PyTree,
+    key: jax.Array,
+    *,
+    shots: int = 5,
+    steps: Sequence[int] = (0, 1, 10),
+    num_tasks: int = 3,
+    path: str | Path = "sinusoid_adaptation.png",
+) -> Path:
+    """Saves a PNG with, for each of ``num_tasks`` sine tasks, the truth, the ``shots`` support points and
+    the learner's predictions after each count of inner ``steps`` (0 = the meta-learned initialisation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sinusoid_tasks(key, num_tasks, shots=shots, queries=1)
+    truth = sinusoid_functions(key, num_tasks)
+    grid = jnp.broadcast_to(jnp.linspace(*X_RANGE, 200)[None, :, None], (num_tasks, 200, 1))
+    figure, axes = plt.subplots(1, num_tasks, figsize=(4.5 * num_tasks, 3.6), sharey=True, squeeze=False)
+    for i, axis in enumerate(axes[0]):
+        axis.plot(grid[i, :, 0], truth(grid)[i, :, 0], color="red", label="ground truth")
+        for k in steps:
+            adapted = learner.adapt(params, model_state, tasks.support_x[i], tasks.support_y[i], steps=k)
+            prediction, _ = learner.predict(adapted, model_state, grid[i])
+            style = dict(linestyle=":", color="tab:green") if k == 0 else dict(linestyle="--")
+            axis.plot(grid[i, :, 0], prediction[:, 0], label="pre-update" if k == 0 else f"{k} grad steps", **style)
+        axis.scatter(tasks.support_x[i, :, 0], tasks.support_y[i, :, 0], color="black", marker="^",
+                     zorder=3, label=f"{shots} points used for gradient")
+        axis.set_xlabel("x")
+    axes[0, 0].set_ylabel("y")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    figure.suptitle(f"MAML, K={shots}: predictions before and after adaptation")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
