@@ -10,13 +10,13 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "sinusoid"
     config.learner = "maml"
-    config.hidden = (40, 40)            # MLP 1-40-40-1, ReLU
+    config.hidden = (40, 40)  # MLP 1-40-40-1, ReLU
     config.inner_lr = 0.01
     config.inner_steps = 1
-    config.shots = 10                   # K=10 during meta-training
+    config.shots = 10  # K=10 during meta-training
     config.queries = 10
     config.meta_batch = 25
-    config.meta_lr = 1e-3               # Adam
+    config.meta_lr = 1e-3  # Adam
     config.steps = 70_000
     config.seed = 0
     config.batching = "auto"

@@ -2,7 +2,7 @@
 
 ``sinusoid-maml`` is the workload of ``peers_sine.py``: MLP 1-40-40-1 (ReLU), K=10 support and 10 query
 points per task, meta-batch 25, one inner SGD step with lr 0.01, second order, Adam 1e-3; one task batch
-sampled once; one warm-up step (compilation), then ``steps`` timed meta-steps.
+sampled once; one warm-up call (compilation), then ``steps`` timed meta-steps.
 
 Example::
 
@@ -22,7 +22,7 @@ import optax
 
 from jmeta import losses
 from jmeta.learners import maml
-from jmeta.meta_trainer import TrainState, meta_trainer
+from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
 from jmeta.models import MLP
 from jmeta.nn import from_linen
 from jmeta.tasks import Task, sinusoid_tasks
@@ -35,6 +35,7 @@ class BenchResult(NamedTuple):
     name: str
     batching: str
     steps: int
+    steps_per_call: int
     tasks_per_step: int
     compile_s: float
     run_s: float
@@ -45,9 +46,9 @@ class BenchResult(NamedTuple):
 
 
 class Workload(NamedTuple):
-    """A meta-training step, its initial state and the one task batch it is timed on."""
+    """A meta-trainer, its initial state and the one task batch it is timed on."""
 
-    step: Callable[[TrainState, Task], tuple[TrainState, Any]]
+    trainer: MetaTrainer
     state: TrainState
     tasks: Task
 
@@ -58,24 +59,40 @@ def sinusoid_maml(batching: str) -> Workload:
     learner = maml(model, losses.mse, inner_lr=0.01, steps=1)
     trainer = meta_trainer(learner, optax.adam(1e-3), batching=batching)
     tasks = sinusoid_tasks(jax.random.key(1), 25, shots=10, queries=10)
-    return Workload(trainer.step, trainer.init(jax.random.key(0)), tasks)
+    return Workload(trainer, trainer.init(jax.random.key(0)), tasks)
 
 
 WORKLOADS = {"sinusoid-maml": sinusoid_maml}
 
 
-def run(name: str, *, steps: int = 1000, batching: str = "auto") -> BenchResult:
-    """Times ``steps`` meta-steps of the named workload after one warm-up (compiling) step."""
+def run(name: str, *, steps: int = 1000, steps_per_call: int = 1, batching: str = "auto") -> BenchResult:
+    """Times ``steps`` meta-steps of the named workload after one warm-up (compiling) call.
+
+    ``steps_per_call=1`` calls ``trainer.step`` once per meta-step, as a Python training loop does;
+    ``steps_per_call=k`` runs ``k`` meta-steps in one compiled ``lax.scan``, as ``jmeta train`` does.
+    """
     one_of("name", name, tuple(WORKLOADS))
-    steps = positive_int("steps", steps)
-    workload = WORKLOADS[name](batching)
+    steps, steps_per_call = positive_int("steps", steps), positive_int("steps_per_call", steps_per_call)
+    if steps % steps_per_call:
+        raise ValueError(f"steps ({steps}) must be a multiple of steps_per_call ({steps_per_call}).")
+    trainer, state, tasks = WORKLOADS[name](batching)
+    call = trainer.step if steps_per_call == 1 else _fused(trainer, steps_per_call)
     start = time.perf_counter()
-    state, _ = workload.step(workload.state, workload.tasks)
+    state, _ = call(state, tasks)
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    for _ in range(steps):
-        state, _ = workload.step(state, workload.tasks)
+    for _ in range(steps // steps_per_call):
+        state, _ = call(state, tasks)
     jax.block_until_ready(state)
-    tasks_per_step = jax.tree.leaves(workload.tasks)[0].shape[0]
-    return BenchResult(name, batching, steps, tasks_per_step, compile_s, time.perf_counter() - start)
+    tasks_per_step = jax.tree.leaves(tasks)[0].shape[0]
+    return BenchResult(
+        name, batching, steps, steps_per_call, tasks_per_step, compile_s, time.perf_counter() - start
+    )
+
+
+def _fused(trainer: MetaTrainer, count: int) -> Callable[[TrainState, Task], tuple[TrainState, Any]]:
+    def run_steps(state: TrainState, tasks: Task) -> tuple[TrainState, Any]:
+        return jax.lax.scan(lambda state, _: trainer.update(state, tasks), state, length=count)
+
+    return jax.jit(run_steps, donate_argnums=0)

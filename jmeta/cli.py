@@ -31,9 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--steps", type=int, default=1000, help="timed meta-steps (after one warm-up)")
     bench.add_argument("--batching", default="auto", help="auto, vmap, map or unroll")
     bench.add_argument(
-        "--peer", action="append", default=[], choices=["l2l", "higher", "func"],
+        "--steps-per-call",
+        type=int,
+        default=100,
+        help="meta-steps fused into one compiled call, as `jmeta train` runs them (the last line); "
+        "the figure for one `trainer.step` call per meta-step is printed too",
+    )
+    bench.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=["l2l", "higher", "func"],
         help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
-        "(needs PEERS_PY and L2L_SRC from `eval \"$(bash ../shared/bench/setup-peers.sh)\"`)",
+        '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`)',
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
 
@@ -56,8 +66,10 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
-    print(f"outputs in {args.workdir}/: metrics.jsonl, results.json" +
-          (", sinusoid_adaptation.png" if config.task == "sinusoid" else ""))
+    print(
+        f"outputs in {args.workdir}/: metrics.jsonl, results.json"
+        + (", sinusoid_adaptation.png" if config.task == "sinusoid" else "")
+    )
     return 0
 
 
@@ -65,12 +77,19 @@ def _bench(args: argparse.Namespace) -> int:
     from jmeta import bench
 
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
-    result = bench.run(args.name, steps=args.steps, batching=args.batching)
-    print(f"jmeta {args.name}: batching={args.batching}, {result.steps} meta-steps of {result.tasks_per_step} "
-          f"tasks in {result.run_s:.2f}s (first step, with compilation: {result.compile_s:.2f}s)")
-    for peer, tasks_per_s in peers.items():
-        print(f"{peer}: tasks/s {tasks_per_s:.1f}; jmeta / {peer} = {result.tasks_per_s / tasks_per_s:.1f}x")
-    print(f"tasks/s {result.tasks_per_s:.1f}")
+    results = [
+        bench.run(args.name, steps=args.steps, steps_per_call=k, batching=args.batching)
+        for k in sorted({1, args.steps_per_call})
+    ]
+    for result in results:
+        print(
+            f"jmeta {args.name}: batching={args.batching}, {result.steps} meta-steps of {result.tasks_per_step} "
+            f"tasks, {result.steps_per_call} per call, in {result.run_s:.2f}s: tasks/s {result.tasks_per_s:.1f} "
+            f"(first call, with compilation: {result.compile_s:.2f}s)"
+        )
+        for peer, tasks_per_s in peers.items():
+            print(f"  jmeta / {peer} ({tasks_per_s:.1f} tasks/s) = {result.tasks_per_s / tasks_per_s:.1f}x")
+    print(f"tasks/s {results[-1].tasks_per_s:.1f}")
     return 0
 
 
@@ -80,13 +99,21 @@ def _run_peer(name: str, peer: str, peers_dir: Path) -> float:
     if not python or not l2l_src:
         raise ValueError(
             "--peer needs PEERS_PY and L2L_SRC in the environment; set them with "
-            f"eval \"$(bash {peers_dir}/setup-peers.sh)\"."
+            f'eval "$(bash {peers_dir}/setup-peers.sh)".'
         )
     script = (peers_dir / PEER_SCRIPTS[name]).resolve()
     if not script.is_file():
-        raise FileNotFoundError(f"peer script {script} not found; pass --peers-dir DIR holding {script.name}.")
-    done = subprocess.run([python, str(script), peer], capture_output=True, text=True,
-                          env={**os.environ, "L2L_SRC": l2l_src}, cwd=peers_dir, check=False)
+        raise FileNotFoundError(
+            f"peer script {script} not found; pass --peers-dir DIR holding {script.name}."
+        )
+    done = subprocess.run(
+        [python, str(script), peer],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "L2L_SRC": l2l_src},
+        cwd=peers_dir,
+        check=False,
+    )
     last = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
     if not last or not last[0].startswith("tasks/s "):
         raise ValueError(f"peer {peer} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")

@@ -53,8 +53,12 @@ def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}.")
-    return Estimate(float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size)
+        raise ValueError(
+            f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}."
+        )
+    return Estimate(
+        float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size
+    )
 
 
 def evaluate(
@@ -95,4 +99,7 @@ def evaluate(
         for k, evaluate_batch in evaluators.items():
             for name, values in evaluate_batch(tasks).items():
                 collected[k].setdefault(name, []).append(np.asarray(values))
-    return {k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()} for k, by_name in collected.items()}
+    return {
+        k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()}
+        for k, by_name in collected.items()
+    }

@@ -67,7 +67,9 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
     if key not in config:
-        raise ValueError(f"unknown config key {key!r} in override {override!r}; known keys: {', '.join(sorted(config))}.")
+        raise ValueError(
+            f"unknown config key {key!r} in override {override!r}; known keys: {', '.join(sorted(config))}."
+        )
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -88,8 +90,17 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     """Validates ``config`` and builds the experiment it describes (nothing is traced or compiled)."""
     one_of("task", config.task, TASKS)
     one_of("learner", config.learner, tuple(LEARNERS))
-    for name in ("steps", "meta_batch", "inner_steps", "shots", "queries", "eval_tasks", "eval_shots",
-                 "eval_queries", "log_every"):
+    for name in (
+        "steps",
+        "meta_batch",
+        "inner_steps",
+        "shots",
+        "queries",
+        "eval_tasks",
+        "eval_shots",
+        "eval_queries",
+        "log_every",
+    ):
         positive_int(name, config[name])
     positive_float("meta_lr", config.meta_lr)
     model = from_linen(MLP((*config.hidden, 1)), jnp.zeros((1, 1)))

@@ -69,7 +69,9 @@ def meta_trainer(
         >>> # trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
     """
     if not isinstance(learner, Learner):
-        raise TypeError(f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}.")
+        raise TypeError(
+            f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}."
+        )
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
     batched_task_loss = jmeta_batching.over_tasks(learner.task_loss, batching, chunk_size)

@@ -126,7 +126,7 @@ def from_nnx(module: nnx.Module) -> Model:
         return params, state
 
     def apply(params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
-        copy = nnx.merge(graphdef, params, state)
+        copy = nnx.merge(graphdef, params, state, copy=True)
         y = copy(x)
         _, _, new_state = nnx.split(copy, nnx.Param, ...)
         return y, new_state

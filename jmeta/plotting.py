@@ -46,9 +46,17 @@ def plot_sinusoid_adaptation(
             adapted = learner.adapt(params, model_state, tasks.support_x[i], tasks.support_y[i], steps=k)
             prediction, _ = learner.predict(adapted, model_state, grid[i])
             style = dict(linestyle=":", color="tab:green") if k == 0 else dict(linestyle="--")
-            axis.plot(grid[i, :, 0], prediction[:, 0], label="pre-update" if k == 0 else f"{k} grad steps", **style)
-        axis.scatter(tasks.support_x[i, :, 0], tasks.support_y[i, :, 0], color="black", marker="^",
-                     zorder=3, label=f"{shots} points used for gradient")
+            axis.plot(
+                grid[i, :, 0], prediction[:, 0], label="pre-update" if k == 0 else f"{k} grad steps", **style
+            )
+        axis.scatter(
+            tasks.support_x[i, :, 0],
+            tasks.support_y[i, :, 0],
+            color="black",
+            marker="^",
+            zorder=3,
+            label=f"{shots} points used for gradient",
+        )
         axis.set_xlabel("x")
     axes[0, 0].set_ylabel("y")
     axes[0, 0].legend(fontsize=8, loc="lower left")

@@ -34,15 +34,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir.mkdir(parents=True, exist_ok=True)
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
     init_key, train_key, eval_key, plot_key = jax.random.split(jax.random.key(config.seed), 4)
-    state = meta_train(config, experiment, trainer, trainer.init(init_key), train_key, workdir / "metrics.jsonl")
+    state = meta_train(
+        config, experiment, trainer, trainer.init(init_key), train_key, workdir / "metrics.jsonl"
+    )
     results = meta_test(config, experiment, state, eval_key)
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if config.task == "sinusoid":
         from jmeta.plotting import plot_sinusoid_adaptation
 
         plot_sinusoid_adaptation(
-            experiment.learner, state.params, state.model_state, plot_key, shots=config.eval_shots,
-            steps=(0, 1, 10), path=workdir / "sinusoid_adaptation.png",
+            experiment.learner,
+            state.params,
+            state.model_state,
+            plot_key,
+            shots=config.eval_shots,
+            steps=(0, 1, 10),
+            path=workdir / "sinusoid_adaptation.png",
         )
     return results
 
@@ -74,7 +81,12 @@ def meta_train(
 
 
 def _scan_steps(
-    experiment: Experiment, trainer: MetaTrainer, meta_batch: int, state: TrainState, key: jax.Array, count: int
+    experiment: Experiment,
+    trainer: MetaTrainer,
+    meta_batch: int,
+    state: TrainState,
+    key: jax.Array,
+    count: int,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """``count`` meta-steps in one program; step ``i``'s tasks come from ``fold_in(key, i)``."""
 
@@ -91,8 +103,14 @@ def meta_test(
 ) -> dict[str, Any]:
     """Evaluates on ``config.eval_tasks`` fresh tasks; returns the estimates with their protocol."""
     estimates = evaluate(
-        experiment.learner, state.params, state.model_state, experiment.sample_eval, key,
-        num_tasks=config.eval_tasks, steps=config.eval_steps, batching_strategy=config.batching,
+        experiment.learner,
+        state.params,
+        state.model_state,
+        experiment.sample_eval,
+        key,
+        num_tasks=config.eval_tasks,
+        steps=config.eval_steps,
+        batching_strategy=config.batching,
     )
     return {
         "protocol": {

@@ -32,16 +32,21 @@ def test_second_order_meta_gradient_matches_central_differences(mlp_model, steps
         eps = 1e-6
         for i in range(4):
             keys = jax.random.split(jax.random.key(100 + i), len(leaves))
-            direction = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+            direction = jax.tree.unflatten(
+                treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+            )
             plus = meta_loss(jax.tree.map(lambda p, d: p + eps * d, params, direction))
             minus = meta_loss(jax.tree.map(lambda p, d: p - eps * d, params, direction))
             numeric = (plus - minus) / (2 * eps)
-            analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+            pairs = zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True)
+            analytic = sum(jnp.vdot(g, d) for g, d in pairs)
             np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
 
         first_order = jmeta.fomaml(mlp_model, jmeta.losses.mse, steps=steps, **inner)
         fo_grad = jax.grad(lambda p: first_order.task_loss(p, state, task)[0])(params)
-        gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(fo_grad)))
+        gap = max(
+            float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(fo_grad), strict=True)
+        )
         assert gap > 1e-4, "second-order and first-order meta-gradients should differ"
 
 
@@ -76,16 +81,21 @@ def test_adapt_takes_the_inner_optimiser_steps_by_hand(mlp_model, sine_tasks):
 
 def test_remat_gives_the_same_meta_gradient(mlp_model, sine_tasks):
     task = first_task(sine_tasks)
-    grads = []
-    for remat in (False, True):
+
+    def meta_gradient(remat):
         learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.1, steps=3, remat=remat)
         params, state = learner.init(jax.random.key(0))
-        grads.append(jax.jit(jax.grad(lambda p: learner.task_loss(p, state, task)[0]))(params))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), *grads)
+        return jax.jit(jax.grad(lambda p: learner.task_loss(p, state, task)[0]))(params)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), meta_gradient(False), meta_gradient(True)
+    )
 
 
 def test_metrics_are_reported_on_the_query_set(mlp_model, sine_tasks):
-    learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.1, metrics={"mae": lambda p, y: jnp.mean(jnp.abs(p - y))})
+    learner = jmeta.maml(
+        mlp_model, jmeta.losses.mse, inner_lr=0.1, metrics={"mae": lambda p, y: jnp.mean(jnp.abs(p - y))}
+    )
     params, state = learner.init(jax.random.key(0))
     loss, output = learner.task_loss(params, state, first_task(sine_tasks))
     assert set(output.metrics) == {"loss", "mae"}

@@ -34,7 +34,7 @@ def test_batching_strategies_equal_a_python_loop_over_tasks(mlp_model, sine_task
     params, state = learner.init(jax.random.key(0))
 
     def loop_loss(p):
-        losses = [learner.task_loss(p, state, jax.tree.map(lambda a: a[i], sine_tasks))[0] for i in range(6)]
+        losses = [learner.task_loss(p, state, jax.tree.map(lambda a, i=i: a[i], sine_tasks))[0] for i in range(6)]
         return jnp.mean(jnp.stack(losses))
 
     trainer = jmeta.meta_trainer(learner, optax.sgd(1.0), batching=batching)
@@ -48,7 +48,9 @@ def test_map_with_chunks_equals_vmap(mlp_model, sine_tasks):
     learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.1)
     params, state = learner.init(jax.random.key(0))
     vmapped = jmeta.meta_trainer(learner, optax.sgd(1.0), batching="vmap").loss(params, state, sine_tasks)[0]
-    chunked = jmeta.meta_trainer(learner, optax.sgd(1.0), batching="map", chunk_size=4).loss(params, state, sine_tasks)[0]
+    chunked = jmeta.meta_trainer(learner, optax.sgd(1.0), batching="map", chunk_size=4).loss(
+        params, state, sine_tasks
+    )[0]
     np.testing.assert_allclose(vmapped, chunked, rtol=1e-6)
 
 
@@ -57,7 +59,9 @@ def test_same_key_same_result(mlp_model):
         trainer = _trainer(mlp_model)
         state = trainer.init(jax.random.key(42))
         for i in range(3):
-            state, metrics = trainer.step(state, jmeta.tasks.sinusoid_tasks(jax.random.key(i), 6, shots=5, queries=5))
+            state, metrics = trainer.step(
+                state, jmeta.tasks.sinusoid_tasks(jax.random.key(i), 6, shots=5, queries=5)
+            )
         return state, metrics
 
     first, second = run(), run()
@@ -85,11 +89,21 @@ def test_auto_batching_picks_unroll_for_convolutions_on_cpu_and_vmap_otherwise(m
 
     conv_model = jmeta.from_linen(TinyConv(), jnp.zeros((1, 8, 8, 1)))
     conv_learner = jmeta.maml(conv_model, jmeta.losses.cross_entropy, inner_lr=0.1)
-    images = jmeta.Task(jnp.zeros((2, 5, 8, 8, 1)), jnp.zeros((2, 5), jnp.int32),
-                        jnp.zeros((2, 5, 8, 8, 1)), jnp.zeros((2, 5), jnp.int32))
+    images = jmeta.Task(
+        jnp.zeros((2, 5, 8, 8, 1)),
+        jnp.zeros((2, 5), jnp.int32),
+        jnp.zeros((2, 5, 8, 8, 1)),
+        jnp.zeros((2, 5), jnp.int32),
+    )
     mlp_learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.1)
-    assert jmeta.batching.resolve(conv_learner.task_loss, *conv_learner.init(jax.random.key(0)), images) == "unroll"
-    assert jmeta.batching.resolve(mlp_learner.task_loss, *mlp_learner.init(jax.random.key(0)), sine_tasks) == "vmap"
+    assert (
+        jmeta.batching.resolve(conv_learner.task_loss, *conv_learner.init(jax.random.key(0)), images)
+        == "unroll"
+    )
+    assert (
+        jmeta.batching.resolve(mlp_learner.task_loss, *mlp_learner.init(jax.random.key(0)), sine_tasks)
+        == "vmap"
+    )
 
 
 def test_batch_norm_state_is_updated_and_averaged_over_tasks():
@@ -108,7 +122,9 @@ def test_batch_norm_state_is_updated_and_averaged_over_tasks():
     before = jax.tree.map(np.asarray, state.model_state)  # the step donates (frees) its input state
     after, _ = trainer.step(state, tasks)
     chex.assert_trees_all_equal_structs(before, after.model_state)
-    assert not np.allclose(before["batch_stats"]["BatchNorm_0"]["mean"], after.model_state["batch_stats"]["BatchNorm_0"]["mean"])
+    assert not np.allclose(
+        before["batch_stats"]["BatchNorm_0"]["mean"], after.model_state["batch_stats"]["BatchNorm_0"]["mean"]
+    )
 
 
 def test_eight_simulated_devices_give_the_one_device_result():
@@ -140,6 +156,8 @@ def test_eight_simulated_devices_give_the_one_device_result():
         print("same result on 8 devices")
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "same result on 8 devices" in done.stdout

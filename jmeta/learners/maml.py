@@ -75,7 +75,9 @@ def maml(
     default_steps = positive_int("steps", steps)
     optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
     metrics = dict(metrics or {})
-    run_inner_loop = gradient_inner_loop(model.apply, loss_fn, optimizer, first_order=first_order, remat=remat)
+    run_inner_loop = gradient_inner_loop(
+        model.apply, loss_fn, optimizer, first_order=first_order, remat=remat
+    )
 
     def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
         return run_inner_loop(params, state, x, y, steps_or_default(steps, default_steps))
@@ -91,7 +93,9 @@ def maml(
     return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss)
 
 
-def fomaml(model: Model, loss_fn: LossFn, inner_lr: float | None = None, steps: int = 1, **kwargs: Any) -> Learner:
+def fomaml(
+    model: Model, loss_fn: LossFn, inner_lr: float | None = None, steps: int = 1, **kwargs: Any
+) -> Learner:
     """First-order MAML: ``maml(..., first_order=True)``.
 
     Example::

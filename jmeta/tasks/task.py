@@ -41,9 +41,7 @@ def split_points(x: jax.Array, y: jax.Array, shots: int) -> Task:
     """
     shots = positive_int("shots", shots)
     if x.shape[:2] != y.shape[:2]:
-        raise ValueError(
-            f"x and y must agree on their task and point axes; got x {x.shape} and y {y.shape}."
-        )
+        raise ValueError(f"x and y must agree on their task and point axes; got x {x.shape} and y {y.shape}.")
     points = x.shape[1]
     if shots >= points:
         raise ValueError(

@@ -1,0 +1,362 @@
+"""Gaussian mixture models fitted by expectation-maximisation, as pure JAX functions.
+
+EM (Dempster, Laird & Rubin 1977; for mixtures see Bishop 2006, "Pattern Recognition and Machine Learning",
+sec. 9.2.2) alternates two steps on data ``x`` of shape ``(n, d)`` and ``k`` components:
+
+* E-step: responsibilities ``r[i, j] = w[j] N(x[i] | mu[j], S[j]) / sum_l w[l] N(x[i] | mu[l], S[l])``,
+  computed in log space with ``logsumexp`` so that far-away points do not underflow;
+* M-step: with ``n[j] = sum_i r[i, j]``, weights ``w[j] = n[j] / n``, means ``mu[j] = sum_i r[i, j] x[i] /
+  n[j]`` and covariances ``S[j] = sum_i r[i, j] (x[i] - mu[j])(x[i] - mu[j])^T / n[j] + reg_covar * I``
+  (only the diagonal for ``"diag"``).
+
+Each EM iteration cannot decrease the log-likelihood (up to the small ``reg_covar`` added to keep the
+covariances positive definite, as scikit-learn's ``GaussianMixture`` does). Full covariances are used through
+their Cholesky factors. Every function is jit-able and ``vmap``-able, e.g. over a batch of datasets, with
+``k``, ``covariance`` and the loop settings as static Python values; the arguments are checked in Python,
+from shapes only, before anything is traced.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.linalg import solve_triangular
+from jax.scipy.special import logsumexp
+
+from jmeta.validation import one_of, positive_float, positive_int
+
+COVARIANCES = ("full", "diag")
+INITS = ("kmeans++", "random")
+
+
+class GMMParams(NamedTuple):
+    """A mixture of ``k`` Gaussians in ``d`` dimensions.
+
+    ``weights`` ``(k,)`` sum to one; ``means`` ``(k, d)``; ``covariances`` ``(k, d, d)`` for full covariance
+    matrices or ``(k, d)`` for diagonal ones (the variances).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> params = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones((2, 1)))
+        >>> covariance_type(params)
+        'diag'
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    ``params``: the mixture after the last M-step. ``log_likelihood``: ``(steps,)``, the mean log-likelihood
+    per point computed by each iteration's E-step (so of the parameters *before* that iteration's M-step),
+    NaN after convergence. ``iterations``: how many EM iterations ran. ``converged``: whether the mean
+    log-likelihood changed by less than ``tol`` before ``steps`` ran out.
+    """
+
+    params: GMMParams
+    log_likelihood: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+
+
+def covariance_type(params: GMMParams) -> str:
+    """``"full"`` or ``"diag"``, read off the shapes of ``params``, which are checked to agree.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> covariance_type(GMMParams(jnp.ones(3) / 3, jnp.zeros((3, 2)), jnp.tile(jnp.eye(2), (3, 1, 1))))
+        'full'
+    """
+    weights, means, covariances = (jnp.shape(a) for a in params)
+    if len(weights) != 1 or len(means) != 2 or means[0] != weights[0]:
+        raise ValueError(
+            f"params must hold weights (k,) and means (k, d) of one mixture (vmap over a batch of mixtures); "
+            f"got weights {weights} and means {means}."
+        )
+    if covariances == (*means, means[1]):
+        return "full"
+    if covariances == means:
+        return "diag"
+    raise ValueError(
+        f"params.covariances must have shape (k, d, d) = {(*means, means[1])} for full covariances or "
+        f"(k, d) = {means} for diagonal ones; got {covariances}."
+    )
+
+
+def gmm_init(
+    key: jax.Array | None,
+    x: jax.Array,
+    k: int,
+    covariance: str = "full",
+    *,
+    init: str = "kmeans++",
+    reg_covar: float = 1e-6,
+    weights: jax.Array | None = None,
+    means: jax.Array | None = None,
+    covariances: jax.Array | None = None,
+) -> GMMParams:
+    """Initial parameters of a ``k``-component mixture for data ``x`` ``(n, d)``.
+
+    Starting responsibilities come from ``init``: ``"kmeans++"`` assigns every point to the nearest of ``k``
+    seeds drawn by k-means++ seeding (Arthur & Vassilvitskii 2007); ``"random"`` draws them uniformly and
+    normalises each row. When ``means`` is given, points are assigned to the nearest given mean instead.
+    One M-step turns the responsibilities into parameters; any of ``weights`` ``(k,)``, ``means`` ``(k, d)``
+    and ``covariances`` (``(k, d, d)`` or ``(k, d)``) that is given replaces the computed one, so giving all
+    three fixes the initialisation exactly. ``key`` is only used, and only needed, when ``means`` is not
+    given.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> x = jax.random.normal(jax.random.key(0), (100, 2))
+        >>> params = gmm_init(jax.random.key(1), x, k=3, covariance="diag")
+        >>> params.means.shape, params.covariances.shape
+        ((3, 2), (3, 2))
+    """
+    x = _check_data(x)
+    k = positive_int("k", k)
+    if k > x.shape[0]:
+        raise ValueError(f"k must be at most the number of points in x ({x.shape[0]}); got k={k}.")
+    covariance = one_of("covariance", covariance, COVARIANCES)
+    init = one_of("init", init, INITS)
+    reg_covar = positive_float("reg_covar", reg_covar)
+    n, d = x.shape
+    shape = (k, d, d) if covariance == "full" else (k, d)
+    expected = {"weights": (k,), "means": (k, d), "covariances": shape}
+    given = {"weights": weights, "means": means, "covariances": covariances}
+    for name, value in given.items():
+        if value is not None and jnp.shape(value) != expected[name]:
+            raise ValueError(
+                f"{name} must have shape {expected[name]} for k={k}, d={d} and covariance={covariance!r}; "
+                f"got {jnp.shape(value)}."
+            )
+    if means is None and key is None:
+        raise ValueError(f"key must be a JAX random key when means is not given (init={init!r}); got None.")
+    if means is not None:
+        resp = _nearest(x, jnp.asarray(means, x.dtype), k)
+    elif init == "kmeans++":
+        resp = _nearest(x, _kmeans_plus_plus(key, x, k), k)
+    else:
+        resp = jax.random.uniform(key, (n, k), x.dtype)
+        resp = resp / resp.sum(axis=1, keepdims=True)
+    computed = _m_step(x, resp, reg_covar, covariance)
+    return GMMParams(
+        *(
+            old if new is None else jnp.asarray(new, x.dtype)
+            for old, new in zip(computed, given.values(), strict=True)
+        )
+    )
+
+
+def e_step(params: GMMParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log responsibilities ``(n, k)`` of the components for the points ``x`` ``(n, d)``, and the mean
+    log-likelihood per point (scikit-learn's ``score``).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> params = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones((2, 1)))
+        >>> log_resp, mean_log_likelihood = e_step(params, jnp.array([[0.0], [3.0]]))
+        >>> (jnp.exp(log_resp) > 0.98).tolist()
+        [[True, False], [False, True]]
+    """
+    x = _check_data(x)
+    _check_params(params, x)
+    return _e_step(params, x)
+
+
+def m_step(x: jax.Array, log_resp: jax.Array, reg_covar: float = 1e-6, covariance: str = "full") -> GMMParams:
+    """The mixture that maximises the expected complete-data log-likelihood under the responsibilities
+    ``exp(log_resp)`` ``(n, k)`` of the points ``x`` ``(n, d)``, with ``reg_covar`` added to the variances.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[0.0], [1.0], [10.0]])
+        >>> log_resp = jnp.log(jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+        >>> m_step(x, log_resp, covariance="diag").means.tolist()
+        [[0.5], [10.0]]
+    """
+    x = _check_data(x)
+    reg_covar = positive_float("reg_covar", reg_covar)
+    covariance = one_of("covariance", covariance, COVARIANCES)
+    if jnp.ndim(log_resp) != 2 or jnp.shape(log_resp)[0] != x.shape[0]:
+        raise ValueError(
+            f"log_resp must have shape (n, k) with n = {x.shape[0]}, the points in x; "
+            f"got {jnp.shape(log_resp)}."
+        )
+    return _m_step(x, jnp.exp(log_resp), reg_covar, covariance)
+
+
+def fit(
+    params: GMMParams, x: jax.Array, steps: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6
+) -> FitResult:
+    """Runs EM from ``params`` on ``x`` ``(n, d)`` for at most ``steps`` iterations, stopping as soon as the
+    mean log-likelihood changes by less than ``tol`` (``tol=0`` always runs all ``steps``), like
+    scikit-learn's ``GaussianMixture`` with ``max_iter=steps``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.concatenate([jax.random.normal(jax.random.key(0), (50, 2)) + s for s in (-4.0, 4.0)])
+        >>> result = fit(gmm_init(jax.random.key(1), x, k=2), x, steps=50)
+        >>> bool(result.converged), sorted(result.params.means[:, 0].round().tolist())
+        (True, [-4.0, 4.0])
+    """
+    x = _check_data(x)
+    covariance = _check_params(params, x)
+    steps = positive_int("steps", steps)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 <= tol < math.inf:
+        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}.")
+    reg_covar = positive_float("reg_covar", reg_covar)
+    params = GMMParams(*(jnp.asarray(a, x.dtype) for a in params))
+    return _fit(params, x, tol, reg_covar, steps=steps, covariance=covariance)
+
+
+def responsibilities(params: GMMParams, x: jax.Array) -> jax.Array:
+    """Posterior probabilities ``(n, k)`` of the components for the points ``x`` ``(n, d)``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> params = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones((2, 1)))
+        >>> responsibilities(params, jnp.array([[1.5]])).tolist()
+        [[0.5, 0.5]]
+    """
+    return jnp.exp(e_step(params, x)[0])
+
+
+def predict(params: GMMParams, x: jax.Array) -> jax.Array:
+    """The most probable component ``(n,)`` for each of the points ``x`` ``(n, d)``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> params = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones((2, 1)))
+        >>> predict(params, jnp.array([[-1.0], [2.0]])).tolist()
+        [0, 1]
+    """
+    return jnp.argmax(e_step(params, x)[0], axis=1)
+
+
+def _check_data(x: jax.Array) -> jax.Array:
+    """``x`` as a floating-point array of shape ``(n, d)``, or a ValueError/TypeError."""
+    x = jnp.asarray(x)
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(
+            f"x must have shape (n, d) with n, d >= 1 (vmap over a batch of datasets); got {x.shape}."
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array; got dtype {x.dtype}.")
+    return x
+
+
+def _check_params(params: GMMParams, x: jax.Array) -> str:
+    """The covariance type of ``params`` after checking that it fits the dimension of ``x``."""
+    covariance = covariance_type(params)
+    if jnp.shape(params.means)[1] != x.shape[1]:
+        raise ValueError(
+            f"params.means must have as many columns as x ({x.shape[1]}); got {jnp.shape(params.means)}."
+        )
+    return covariance
+
+
+@partial(jax.jit, static_argnames=("steps", "covariance"))
+def _fit(
+    params: GMMParams, x: jax.Array, tol: float, reg_covar: float, *, steps: int, covariance: str
+) -> FitResult:
+    """Unchecked :func:`fit`."""
+
+    def keep_going(state: tuple) -> jax.Array:
+        iteration, _, _, _, converged = state
+        return (iteration < steps) & ~converged
+
+    def iterate(state: tuple) -> tuple:
+        iteration, params, previous, trace, _ = state
+        log_resp, log_likelihood = _e_step(params, x)
+        params = _m_step(x, jnp.exp(log_resp), reg_covar, covariance)
+        converged = jnp.abs(log_likelihood - previous) < tol
+        return iteration + 1, params, log_likelihood, trace.at[iteration].set(log_likelihood), converged
+
+    start = (
+        jnp.asarray(0),
+        params,
+        jnp.asarray(-jnp.inf, x.dtype),
+        jnp.full((steps,), jnp.nan, x.dtype),
+        jnp.asarray(False),
+    )
+    iterations, params, _, trace, converged = lax.while_loop(keep_going, iterate, start)
+    return FitResult(params, trace, iterations, converged)
+
+
+@jax.jit
+def _e_step(params: GMMParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Unchecked :func:`e_step`."""
+    weights, means, covariances = params
+    diff = x[None, :, :] - means[:, None, :]  # (k, n, d)
+    if covariances.ndim == 3:
+        chol = jnp.linalg.cholesky(covariances)
+        # Mahalanobis distance |L^-1 (x - mu)|^2 and log det S = 2 sum log diag L.
+        whitened = jax.vmap(lambda lower, b: solve_triangular(lower, b.T, lower=True))(chol, diff)
+        mahalanobis = jnp.sum(whitened**2, axis=1)
+        log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    else:
+        mahalanobis = jnp.sum(diff**2 / covariances[:, None, :], axis=2)
+        log_det = jnp.sum(jnp.log(covariances), axis=1)
+    log_gauss = -0.5 * (x.shape[1] * jnp.log(2 * jnp.pi) + log_det[:, None] + mahalanobis)  # (k, n)
+    joint = jnp.log(weights)[None, :] + log_gauss.T  # (n, k)
+    log_norm = logsumexp(joint, axis=1, keepdims=True)
+    return joint - log_norm, jnp.mean(log_norm)
+
+
+@partial(jax.jit, static_argnames="covariance")
+def _m_step(x: jax.Array, resp: jax.Array, reg_covar: float, covariance: str) -> GMMParams:
+    """Unchecked :func:`m_step`, taking responsibilities rather than their logarithms."""
+    # The floor keeps a component that no point is responsible for finite instead of dividing by zero.
+    counts = jnp.maximum(resp.sum(axis=0), 10 * jnp.finfo(x.dtype).eps)  # (k,)
+    means = resp.T @ x / counts[:, None]
+    diff = x[None, :, :] - means[:, None, :]  # (k, n, d)
+    if covariance == "full":
+        covariances = jnp.einsum("nk,knd,kne->kde", resp, diff, diff) / counts[:, None, None]
+        covariances = covariances + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
+    else:
+        covariances = jnp.einsum("nk,knd->kd", resp, diff**2) / counts[:, None] + reg_covar
+    return GMMParams(counts / counts.sum(), means, covariances)
+
+
+@partial(jax.jit, static_argnames="k")
+def _kmeans_plus_plus(key: jax.Array, x: jax.Array, k: int) -> jax.Array:
+    """``k`` rows of ``x``: the first uniformly, each next with probability proportional to its squared
+    distance to the nearest row already chosen (uniformly again if every point is already a seed)."""
+    n = x.shape[0]
+    keys = jax.random.split(key, k)
+    first = x[jax.random.randint(keys[0], (), 0, n)]
+    seeds = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
+
+    def choose(j: int, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        seeds, nearest = carry
+        total = nearest.sum()
+        probabilities = jnp.where(total > 0, nearest / jnp.where(total > 0, total, 1), 1 / n)
+        seed = x[jax.random.choice(keys[j], n, p=probabilities)]
+        return seeds.at[j].set(seed), jnp.minimum(nearest, jnp.sum((x - seed) ** 2, axis=1))
+
+    seeds, _ = lax.fori_loop(1, k, choose, (seeds, jnp.sum((x - first) ** 2, axis=1)))
+    return seeds
+
+
+@partial(jax.jit, static_argnames="k")
+def _nearest(x: jax.Array, centres: jax.Array, k: int) -> jax.Array:
+    """One-hot responsibilities ``(n, k)`` assigning each point of ``x`` to its nearest centre."""
+    distances = jnp.sum((x[:, None, :] - centres[None, :, :]) ** 2, axis=2)
+    return jax.nn.one_hot(jnp.argmin(distances, axis=1), k, dtype=x.dtype)
