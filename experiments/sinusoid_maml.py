@@ -10,7 +10,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "sinusoid"
     config.learner = "maml"
+    config.model = "mlp"
     config.hidden = (40, 40)  # MLP 1-40-40-1, ReLU
+    config.outputs = 1
     config.inner_lr = 0.01
     config.inner_steps = 1
     config.shots = 10  # K=10 during meta-training
@@ -21,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.batching = "auto"
     config.log_every = 1000
+    config.val_every = 10_000  # validation and checkpoint
+    config.val_tasks = 100
+    config.val_metric = "loss"
     # Meta-test: K=5, MSE on 100 query points per task, after 1, 5 and 10 steps of SGD(inner_lr).
     config.eval_tasks = 600
     config.eval_shots = 5

@@ -1,8 +1,10 @@
-"""The ``jmeta`` command: ``jmeta train``, ``jmeta bench``.
+"""The ``jmeta`` command: ``train``, ``eval``, ``plot``, ``bench``.
 
 Example::
 
     jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml steps=2000
+    jmeta eval --workdir runs/sinusoid_maml eval_tasks=1000
+    jmeta plot --workdir runs/sinusoid_maml
     jmeta bench sinusoid-maml --peer l2l
 """
 
@@ -26,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--workdir", required=True, help="where metrics, results and figures are written")
     train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=1000 seed=1")
 
+    evaluate = commands.add_parser("eval", help="meta-test the best checkpoint of a workdir again")
+    evaluate.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
+    evaluate.add_argument("--last", action="store_true", help="use the latest checkpoint, not the best")
+    evaluate.add_argument("overrides", nargs="*", help="evaluation overrides, e.g. eval_tasks=1000")
+
+    plot = commands.add_parser("plot", help="learning curves (and the sinusoid figure) of a workdir as PNG")
+    plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
+
     bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
     bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
     bench.add_argument("--steps", type=int, default=1000, help="timed meta-steps (after one warm-up)")
@@ -48,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
 
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "train" or any(item.startswith("-") for item in extra)):
+    takes_overrides = args.command in ("train", "eval")
+    if extra and (not takes_overrides or any(item.startswith("-") for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "train":
+    if takes_overrides:
         args.overrides += extra  # key=value overrides may also follow --workdir
     try:
-        return {"train": _train, "bench": _bench}[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+        return {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench}[args.command](args)
+    except (ValueError, TypeError, OSError, FloatingPointError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -70,6 +81,21 @@ def _train(args: argparse.Namespace) -> int:
         f"outputs in {args.workdir}/: metrics.jsonl, results.json"
         + (", sinusoid_adaptation.png" if config.task == "sinusoid" else "")
     )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from jmeta.train import evaluate_workdir, format_results
+
+    print(format_results(evaluate_workdir(args.workdir, args.overrides, best=not args.last)))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from jmeta.plotting import plot_workdir
+
+    for path in plot_workdir(args.workdir):
+        print(path)
     return 0
 
 
@@ -103,9 +129,7 @@ def _run_peer(name: str, peer: str, peers_dir: Path) -> float:
         )
     script = (peers_dir / PEER_SCRIPTS[name]).resolve()
     if not script.is_file():
-        raise FileNotFoundError(
-            f"peer script {script} not found; pass --peers-dir DIR holding {script.name}."
-        )
+        raise FileNotFoundError(f"peer script {script} not found; pass --peers-dir DIR holding {script.name}.")
     done = subprocess.run(
         [python, str(script), peer],
         capture_output=True,

@@ -17,8 +17,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -53,12 +54,8 @@ def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
-        raise ValueError(
-            f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}."
-        )
-    return Estimate(
-        float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size
-    )
+        raise ValueError(f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}.")
+    return Estimate(float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size)
 
 
 def evaluate(
@@ -77,7 +74,8 @@ def evaluate(
 
     ``sample_tasks(key, n)`` draws ``n`` tasks; they are evaluated ``batch_size`` at a time, the same
     tasks for every step count. Step count 0 is the meta-parameters before adaptation.
-    Returns ``{steps: {metric: Estimate}}``.
+    Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
+    periodic validation) does not recompile.
     """
     num_tasks = positive_int("num_tasks", num_tasks)
     batch_size = positive_int("batch_size", batch_size)
@@ -85,21 +83,27 @@ def evaluate(
         raise ValueError(f"num_tasks must be at least 2 for a confidence interval; got {num_tasks}.")
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
-
-    def metrics_after(k: int) -> Callable[[Task], dict[str, jax.Array]]:
-        per_task = batching.over_tasks(
-            lambda p, s, task: learner.task_loss(p, s, task, steps=k)[1].metrics, batching_strategy
-        )
-        return jax.jit(lambda tasks: per_task(params, model_state, tasks))
-
-    evaluators = {k: metrics_after(k) for k in steps}
+    metrics_of = _compiled_metrics(learner, steps, batching_strategy)
+    sample = _compiled_sampler(sample_tasks)
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
-        tasks = sample_tasks(jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
-        for k, evaluate_batch in evaluators.items():
-            for name, values in evaluate_batch(tasks).items():
+        tasks = sample(jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
+        for k, by_name in metrics_of(params, model_state, tasks).items():
+            for name, values in by_name.items():
                 collected[k].setdefault(name, []).append(np.asarray(values))
-    return {
-        k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()}
-        for k, by_name in collected.items()
-    }
+    return {k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()} for k, by_name in collected.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str) -> Callable[..., Any]:
+    """One jitted program: per-task query metrics after each inner-step count."""
+
+    def per_task(params: PyTree, model_state: PyTree, task: Task) -> dict[int, dict[str, jax.Array]]:
+        return {k: learner.task_loss(params, model_state, task, steps=k)[1].metrics for k in steps}
+
+    return jax.jit(batching.over_tasks(per_task, strategy))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sampler(sample_tasks: TaskSampler) -> TaskSampler:
+    return jax.jit(sample_tasks, static_argnums=1)

@@ -1,7 +1,8 @@
 """Turns an experiment config (``experiments/*.py``) into the pieces a run needs.
 
 A config is a ``ml_collections.ConfigDict`` returned by ``get_config()`` in a Python file. Overrides
-are ``key=value`` strings; unknown keys and wrongly typed values are errors.
+are ``key=value`` strings; unknown keys and wrongly typed values are errors. ``build(config)`` validates
+the config and assembles the task family, the model and the learner; nothing is traced or compiled.
 
 Example::
 
@@ -14,32 +15,44 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from jmeta import losses
 from jmeta.learners import Learner, fomaml, maml
+from jmeta.learners.base import LossFn
 from jmeta.models import MLP
-from jmeta.nn import from_linen
+from jmeta.nn import Model, from_linen
 from jmeta.tasks import Task, sinusoid_tasks
 from jmeta.validation import one_of, positive_float, positive_int
 
-LEARNERS = {"maml": maml, "fomaml": fomaml}
-TASKS = ("sinusoid",)
+Sampler = Callable[[jax.Array, int], Task]
+REQUIRED_KEYS = ("steps", "seed", "meta_batch", "eval_tasks")
+
+
+class TaskFamily(NamedTuple):
+    """Where tasks come from: samplers for meta-training, validation and test, and how they are scored."""
+
+    sample_train: Sampler
+    sample_val: Sampler
+    sample_test: Sampler
+    example_input: jax.Array
+    loss: LossFn
+    metrics: Mapping[str, LossFn]
 
 
 class Experiment(NamedTuple):
-    """What a run is made of: the learner, the meta-optimiser and the task samplers."""
+    """What a run is made of."""
 
+    family: TaskFamily
     learner: Learner
     meta_optimizer: optax.GradientTransformation
-    sample_train: Callable[[Any, int], Task]
-    sample_eval: Callable[[Any, int], Task]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -56,6 +69,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {str(path)!r} must define get_config() returning a ConfigDict.")
     config = module.get_config()
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"config file {str(path)!r} lacks the keys {missing}; every config must have {REQUIRED_KEYS}.")
     for override in overrides:
         apply_override(config, override)
     return config
@@ -77,8 +93,8 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     old = config[key]
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if isinstance(old, tuple) and isinstance(value, list):
-        value = tuple(value)
+    if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
+        value = type(old)(value)
     if old is not None and type(value) is not type(old):
         raise ValueError(
             f"config key {key!r} expects a {type(old).__name__} (like {old!r}); got {value!r} in {override!r}."
@@ -88,26 +104,55 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
     """Validates ``config`` and builds the experiment it describes (nothing is traced or compiled)."""
-    one_of("task", config.task, TASKS)
-    one_of("learner", config.learner, tuple(LEARNERS))
-    for name in (
-        "steps",
-        "meta_batch",
-        "inner_steps",
-        "shots",
-        "queries",
-        "eval_tasks",
-        "eval_shots",
-        "eval_queries",
-        "log_every",
-    ):
+    for name in ("steps", "meta_batch", "eval_tasks", "log_every", "val_every", "val_tasks"):
         positive_int(name, config[name])
+    if config.val_every % config.log_every:
+        raise ValueError(
+            f"val_every ({config.val_every}) must be a multiple of log_every ({config.log_every}): validation "
+            "and checkpoints happen between compiled blocks of log_every steps."
+        )
     positive_float("meta_lr", config.meta_lr)
-    model = from_linen(MLP((*config.hidden, 1)), jnp.zeros((1, 1)))
-    learner = LEARNERS[config.learner](model, losses.mse, inner_lr=config.inner_lr, steps=config.inner_steps)
-    return Experiment(
-        learner=learner,
-        meta_optimizer=optax.adam(config.meta_lr),
-        sample_train=functools.partial(sinusoid_tasks, shots=config.shots, queries=config.queries),
-        sample_eval=functools.partial(sinusoid_tasks, shots=config.eval_shots, queries=config.eval_queries),
-    )
+    one_of("task", config.task, tuple(TASK_FAMILIES))
+    one_of("learner", config.learner, tuple(LEARNERS))
+    family = TASK_FAMILIES[config.task](config)
+    model = MODELS[config.model](config, family)
+    learner = LEARNERS[config.learner](config, model, family)
+    return Experiment(family, learner, optax.adam(config.meta_lr))
+
+
+def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
+    """Sinusoid regression (Finn et al. 2017, sec. 5.1); validation and test draw fresh functions."""
+    train = functools.partial(sinusoid_tasks, shots=config.shots, queries=config.queries)
+    test = functools.partial(sinusoid_tasks, shots=config.eval_shots, queries=config.eval_queries)
+    return TaskFamily(train, test, test, jnp.zeros((1, 1)), losses.mse, {})
+
+
+def mlp_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
+    return from_linen(MLP((*config.hidden, config.outputs)), family.example_input)
+
+
+def gradient_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> Learner:
+    """MAML and first-order MAML, from ``inner_lr`` and ``inner_steps``."""
+    build_learner = {"maml": maml, "fomaml": fomaml}[config.learner]
+    return build_learner(model, family.loss, inner_lr=config.inner_lr, steps=config.inner_steps, metrics=family.metrics)
+
+
+TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {"sinusoid": sinusoid_family}
+MODELS: dict[str, Callable[[ml_collections.ConfigDict, TaskFamily], Model]] = {"mlp": mlp_model}
+LEARNERS: dict[str, Callable[[ml_collections.ConfigDict, Model, TaskFamily], Learner]] = {
+    "maml": gradient_learner,
+    "fomaml": gradient_learner,
+}
+
+
+def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config as plain JSON-able values (saved with a run, compared on resume)."""
+    return json_safe(config.to_dict())
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

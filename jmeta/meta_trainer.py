@@ -11,7 +11,7 @@ Example::
     >>> tasks = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 25, shots=10, queries=10)
     >>> state, metrics = trainer.step(state, tasks)
     >>> sorted(metrics)
-    ['loss']
+    ['grad_norm', 'loss']
 """
 
 from __future__ import annotations
@@ -69,9 +69,7 @@ def meta_trainer(
         >>> # trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
     """
     if not isinstance(learner, Learner):
-        raise TypeError(
-            f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}."
-        )
+        raise TypeError(f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}.")
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
     batched_task_loss = jmeta_batching.over_tasks(learner.task_loss, batching, chunk_size)
@@ -89,7 +87,8 @@ def meta_trainer(
         (_, output), grads = grad_fn(state.params, state.model_state, tasks)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, output.model_state, opt_state), output.metrics
+        metrics = {**output.metrics, "grad_norm": optax.global_norm(grads)}
+        return TrainState(state.step + 1, params, output.model_state, opt_state), metrics
 
     compiled_update = jax.jit(update, donate_argnums=0)
 

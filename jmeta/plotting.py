@@ -1,12 +1,15 @@
-"""Figures: a learner's predictions before and after adaptation (cf. Finn et al. 2017, Figure 2).
+"""Figures: learning curves of a run, and a learner's predictions before and after adaptation
+(cf. Finn et al. 2017, Figure 2).
 
 Example::
 
+    >>> plot_workdir("runs/sinusoid_maml")                                                   # doctest: +SKIP
     >>> plot_sinusoid_adaptation(learner, params, state, jax.random.key(0), path="fig.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +19,43 @@ import jax.numpy as jnp
 from jmeta.learners.base import Learner
 from jmeta.nn import PyTree
 from jmeta.tasks.sinusoid import X_RANGE, sinusoid_functions, sinusoid_tasks
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_workdir(workdir: str | Path) -> list[Path]:
+    """Writes ``learning_curves.png`` from ``workdir/metrics.jsonl``: each logged quantity against the
+    meta-training step, training and validation side by side. Returns the paths of the figures there."""
+    workdir = Path(workdir)
+    metrics_path = workdir / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path} not found: is {str(workdir)!r} a `jmeta train` workdir?")
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+    if not records:
+        raise ValueError(f"{metrics_path} holds no logged step yet.")
+    quantities = sorted({name.removeprefix("val_") for r in records for name in r} - {"step", "tasks_per_s"})
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], quantities, strict=True):
+        for key, label in ((name, "meta-train"), (f"val_{name}", "validation")):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="." if label == "validation" else None, label=label)
+        axis.set_xlabel("meta-step")
+        axis.set_title(name)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = workdir / "learning_curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path, *sorted(p for p in workdir.glob("*.png") if p != path)]
 
 
 def plot_sinusoid_adaptation(
@@ -31,11 +71,7 @@ def plot_sinusoid_adaptation(
 ) -> Path:
     """Saves a PNG with, for each of ``num_tasks`` sine tasks, the truth, the ``shots`` support points and
     the learner's predictions after each count of inner ``steps`` (0 = the meta-learned initialisation)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks = sinusoid_tasks(key, num_tasks, shots=shots, queries=1)
     truth = sinusoid_functions(key, num_tasks)
     grid = jnp.broadcast_to(jnp.linspace(*X_RANGE, 200)[None, :, None], (num_tasks, 200, 1))
@@ -46,9 +82,7 @@ def plot_sinusoid_adaptation(
             adapted = learner.adapt(params, model_state, tasks.support_x[i], tasks.support_y[i], steps=k)
             prediction, _ = learner.predict(adapted, model_state, grid[i])
             style = dict(linestyle=":", color="tab:green") if k == 0 else dict(linestyle="--")
-            axis.plot(
-                grid[i, :, 0], prediction[:, 0], label="pre-update" if k == 0 else f"{k} grad steps", **style
-            )
+            axis.plot(grid[i, :, 0], prediction[:, 0], label="pre-update" if k == 0 else f"{k} grad steps", **style)
         axis.scatter(
             tasks.support_x[i, :, 0],
             tasks.support_y[i, :, 0],

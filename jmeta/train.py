@@ -1,7 +1,12 @@
-"""Meta-training and meta-testing a config: the loop with its side effects (progress, files).
+"""Meta-training and meta-testing a config: the loop with its side effects (progress, files, checkpoints).
 
-Outputs in ``workdir``: ``metrics.jsonl`` (one JSON object per logging step), ``results.json``
-(the meta-test estimates with their protocol) and, for sinusoid, ``sinusoid_adaptation.png``.
+``workdir`` holds ``config.json`` (the run's config), ``metrics.jsonl`` (one JSON object per logging
+step), ``tensorboard/`` (the same as event files), ``checkpoints/{latest,best}`` (Orbax), ``results.json``
+(meta-test estimates with their protocol) and, for sinusoid, ``sinusoid_adaptation.png``.
+
+Running the same command again on a workdir resumes from its latest checkpoint and ends with the same
+metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
+so the sampler's state is its key, saved with the parameters and optimiser state.
 
 Example::
 
@@ -13,32 +18,93 @@ Example::
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from tqdm import tqdm
 
+from jmeta.checkpoint import Checkpoints
 from jmeta.evaluation import evaluate
-from jmeta.experiment import Experiment, build
+from jmeta.experiment import Experiment, build, describe
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
+
+# Keys that may change between a run and its resumption: they do not affect meta-training.
+RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps")
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or gradient norm became NaN or infinite during meta-training."""
+
+
+class RunKeys(NamedTuple):
+    """The PRNG keys of a run, all derived from ``config.seed``."""
+
+    init: jax.Array
+    train: jax.Array
+    val: jax.Array
+    test: jax.Array
+    plot: jax.Array
+
+
+def run_keys(seed: int) -> RunKeys:
+    return RunKeys(*jax.random.split(jax.random.key(seed), 5))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Meta-trains as ``config`` says, evaluates on fresh tasks, writes outputs to ``workdir``."""
+    """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
+    the best-by-validation parameters and writes the outputs to ``workdir``."""
     experiment = build(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = prepare_workdir(workdir, config)
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    init_key, train_key, eval_key, plot_key = jax.random.split(jax.random.key(config.seed), 4)
-    state = meta_train(
-        config, experiment, trainer, trainer.init(init_key), train_key, workdir / "metrics.jsonl"
-    )
-    results = meta_test(config, experiment, state, eval_key)
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    keys = run_keys(config.seed)
+    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
+    try:
+        state = resume_or_init(trainer, checkpoints, keys)
+        meta_train(config, experiment, trainer, state, keys, checkpoints, workdir)
+        best, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=True)
+    finally:
+        checkpoints.close()
+    return finish(config, experiment, best, keys, workdir)
+
+
+def evaluate_workdir(workdir: str | Path, overrides: list[str] = (), *, best: bool = True) -> dict[str, Any]:
+    """Meta-tests the best (or latest) checkpoint of a finished or running workdir again.
+
+    Only evaluation keys (``eval_tasks``, ``eval_steps``) may be overridden.
+    """
+    from jmeta.experiment import apply_override
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise FileNotFoundError(f"{workdir / 'config.json'} not found: is {str(workdir)!r} a `jmeta train` workdir?")
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    for override in overrides:
+        if override.partition("=")[0] not in ("eval_tasks", "eval_steps"):
+            raise ValueError(f"jmeta eval only takes eval_tasks=... and eval_steps=... overrides; got {override!r}.")
+        apply_override(config, override)
+    experiment = build(config)
+    trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
+    keys = run_keys(config.seed)
+    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
+    try:
+        state, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=best)
+    finally:
+        checkpoints.close()
+    return finish(config, experiment, state, keys, workdir)
+
+
+def finish(
+    config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, keys: RunKeys, workdir: Path
+) -> dict[str, Any]:
+    """Meta-tests ``state``, writes ``results.json`` (and the sinusoid figure); returns the results."""
+    results = meta_test(config, experiment, state, keys.test)
+    write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     if config.task == "sinusoid":
         from jmeta.plotting import plot_sinusoid_adaptation
 
@@ -46,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             experiment.learner,
             state.params,
             state.model_state,
-            plot_key,
+            keys.plot,
             shots=config.eval_shots,
             steps=(0, 1, 10),
             path=workdir / "sinusoid_adaptation.png",
@@ -54,59 +120,141 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     return results
 
 
+def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
+    """Creates ``workdir`` with ``config.json``, or checks that an existing run there has the same config."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    saved_path, current = workdir / "config.json", describe(config)
+    if saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if set(changed) - set(RESUMABLE_CHANGES):
+            raise ValueError(
+                f"workdir {str(workdir)!r} holds a run with a different config (keys {changed} differ); use a "
+                f"new --workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
+            )
+    write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
+    return workdir
+
+
+def abstract_run_state(trainer: MetaTrainer, keys: RunKeys) -> tuple[TrainState, jax.Array]:
+    """Shapes and dtypes of what a checkpoint holds, for restoring it."""
+    return jax.eval_shape(trainer.init, keys.init), jax.eval_shape(lambda: keys.train)
+
+
+def resume_or_init(trainer: MetaTrainer, checkpoints: Checkpoints, keys: RunKeys) -> TrainState:
+    if checkpoints.latest_step() is None:
+        return trainer.init(keys.init)
+    state, sampler_key = checkpoints.restore(*abstract_run_state(trainer, keys))
+    if not np.array_equal(jax.random.key_data(sampler_key), jax.random.key_data(keys.train)):
+        raise ValueError("the checkpoint's sampler key does not match config.seed; use a new --workdir.")
+    return state
+
+
 def meta_train(
     config: ml_collections.ConfigDict,
     experiment: Experiment,
     trainer: MetaTrainer,
     state: TrainState,
-    key: jax.Array,
-    metrics_path: Path,
+    keys: RunKeys,
+    checkpoints: Checkpoints,
+    workdir: Path,
 ) -> TrainState:
-    """Runs ``config.steps`` meta-steps, ``config.log_every`` per compiled call, logging each call's mean."""
-    run_steps = jax.jit(
-        lambda state, n: _scan_steps(experiment, trainer, config.meta_batch, state, key, n), static_argnums=1
-    )
-    with open(metrics_path, "a") as log, tqdm(total=config.steps, desc="meta-train", unit="step") as bar:
+    """Runs meta-steps until ``config.steps``, ``config.log_every`` per compiled call; validates and
+    checkpoints every ``config.val_every`` steps and at the end."""
+    from tensorboardX import SummaryWriter
+
+    def scan_steps(state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
+            tasks = experiment.family.sample_train(jax.random.fold_in(keys.train, state.step), config.meta_batch)
+            return trainer.update(state, tasks)
+
+        return jax.lax.scan(one_step, state, length=count)
+
+    run_steps = jax.jit(scan_steps, static_argnums=1, donate_argnums=0)
+    metrics_path = workdir / "metrics.jsonl"
+    keep_metrics_until(metrics_path, int(state.step))
+    with (
+        open(metrics_path, "a") as log,
+        SummaryWriter(str(workdir / "tensorboard")) as board,
+        tqdm(total=config.steps, initial=min(int(state.step), config.steps), desc="meta-train", unit="step") as bar,
+    ):
         while (done := int(state.step)) < config.steps:
             count = min(config.log_every, config.steps - done)
             start = time.perf_counter()
             state, metrics = run_steps(state, count)
-            metrics = {name: float(value) for name, value in metrics.items()}
-            tasks_per_s = count * config.meta_batch / (time.perf_counter() - start)
-            log.write(json.dumps({"step": done + count, **metrics, "tasks_per_s": tasks_per_s}) + "\n")
+            record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
+            record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
+            checkpoint_now = record["step"] % config.val_every == 0 or record["step"] == config.steps
+            if checkpoint_now:
+                record.update(validate(config, experiment, state, keys.val))
+            # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
+            log.write(json.dumps(record) + "\n")
             log.flush()
-            bar.set_postfix({**{k: f"{v:.4g}" for k, v in metrics.items()}, "tasks/s": f"{tasks_per_s:.0f}"})
+            if checkpoint_now:
+                checkpoints.save(state, keys.train, validation={config.val_metric: record[f"val_{config.val_metric}"]})
+            for name, value in record.items():
+                if name != "step":
+                    board.add_scalar(name, value, record["step"])
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
             bar.update(count)
     return state
 
 
-def _scan_steps(
-    experiment: Experiment,
-    trainer: MetaTrainer,
-    meta_batch: int,
-    state: TrainState,
-    key: jax.Array,
-    count: int,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """``count`` meta-steps in one program; step ``i``'s tasks come from ``fold_in(key, i)``."""
+def check_finite(metrics: dict[str, np.ndarray], first_step: int, checkpoints: Checkpoints) -> dict[str, float]:
+    """Means of per-step metrics; raises ``NonFiniteError`` naming the first bad step and quantity."""
+    for i in range(len(next(iter(metrics.values())))):
+        bad = [name for name, values in metrics.items() if not math.isfinite(values[i])]
+        if bad:
+            last = checkpoints.latest_step()
+            kept = "no checkpoint was written yet" if last is None else f"the last good checkpoint (step {last}) stays"
+            raise NonFiniteError(
+                f"{', '.join(bad)} became {metrics[bad[0]][i]} at meta-step {first_step + i + 1}; {kept} in "
+                f"{checkpoints.latest.directory}. Lower meta_lr or inner_lr, or check the data."
+            )
+    return {name: float(np.mean(values)) for name, values in metrics.items()}
 
-    def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
-        tasks = experiment.sample_train(jax.random.fold_in(key, state.step), meta_batch)
-        return trainer.update(state, tasks)
 
-    state, metrics = jax.lax.scan(one_step, state, length=count)
-    return state, jax.tree.map(jnp.mean, metrics)
+def validate(
+    config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, key: jax.Array
+) -> dict[str, float]:
+    """Query metrics on ``config.val_tasks`` validation tasks after ``max(config.eval_steps)`` inner steps."""
+    steps = max(config.eval_steps)
+    estimates = evaluate(
+        experiment.learner,
+        state.params,
+        state.model_state,
+        experiment.family.sample_val,
+        key,
+        num_tasks=config.val_tasks,
+        steps=(steps,),
+        batching_strategy=config.batching,
+    )[steps]
+    return {f"val_{name}": estimate.mean for name, estimate in estimates.items()}
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drops logged lines past ``step`` (written after the checkpoint a run resumes from)."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        write_atomically(path, "".join(line + "\n" for line in lines))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def meta_test(
     config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, key: jax.Array
 ) -> dict[str, Any]:
-    """Evaluates on ``config.eval_tasks`` fresh tasks; returns the estimates with their protocol."""
+    """Evaluates on ``config.eval_tasks`` test tasks; returns the estimates with their protocol."""
     estimates = evaluate(
         experiment.learner,
         state.params,
         state.model_state,
-        experiment.sample_eval,
+        experiment.family.sample_test,
         key,
         num_tasks=config.eval_tasks,
         steps=config.eval_steps,
@@ -119,13 +267,12 @@ def meta_test(
             "queries_per_task": config.eval_queries,
             "inner_steps": list(config.eval_steps),
             "inner_lr": config.inner_lr,
+            "batch_norm": config.get("batch_norm", "none"),
+            "checkpoint": f"best by validation {config.val_metric} ({config.val_tasks} tasks), step {int(state.step)}",
             "ci": "95%, 1.96 * std / sqrt(tasks)",
-            "meta_train_steps": int(state.step),
             "seed": config.seed,
         },
-        "results": {
-            str(k): {name: e._asdict() for name, e in by_metric.items()} for k, by_metric in estimates.items()
-        },
+        "results": {str(k): {name: e._asdict() for name, e in by_metric.items()} for k, by_metric in estimates.items()},
         "published": dict(config.published),
         "published_source": config.published_source,
     }
@@ -133,17 +280,17 @@ def meta_test(
 
 def format_results(results: dict[str, Any]) -> str:
     """A plain-text table of meta-test results beside the published numbers."""
-    lines = [f"{'inner steps':>11}  {'jmeta (mean ± 95% CI)':>24}  {'published':>9}"]
+    names = list(next(iter(results["results"].values())))
+    header = f"{'inner steps':>11}  " + "  ".join(f"{name + ' (mean ± 95% CI)':>26}" for name in names)
+    lines = [header + f"  {'published':>9}"]
     for steps, by_metric in results["results"].items():
-        loss = by_metric["loss"]
         published = results["published"].get(steps)
-        lines.append(
-            f"{steps:>11}  {loss['mean']:>15.3f} ± {loss['ci95']:<6.3f}  "
-            f"{'' if published is None else f'{published:.2f}':>9}"
-        )
+        cells = "  ".join(f"{by_metric[n]['mean']:>17.4f} ± {by_metric[n]['ci95']:<6.4f}" for n in names)
+        lines.append(f"{steps:>11}  {cells}  {'' if published is None else published:>9}")
     protocol = results["protocol"]
     lines.append(
-        f"protocol: {protocol['tasks']} tasks, {protocol['shots']}-shot, {protocol['queries_per_task']} query "
-        f"points each, SGD lr {protocol['inner_lr']}; published: {results['published_source']}"
+        f"protocol: {protocol['tasks']} test tasks, {protocol['shots']}-shot, {protocol['queries_per_task']} "
+        f"queries each, inner lr {protocol['inner_lr']}, {protocol['checkpoint']}; "
+        f"published: {results['published_source']}"
     )
     return "\n".join(lines)
