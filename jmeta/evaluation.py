@@ -5,11 +5,11 @@ with the sample standard deviation over tasks.
 
 Example::
 
-    >>> import functools, jax, jax.numpy as jnp, jmeta
+    >>> import jax, jax.numpy as jnp, jmeta
     >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
     >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
     >>> params, state = learner.init(jax.random.key(0))
-    >>> sample = functools.partial(jmeta.tasks.sinusoid_tasks, shots=5, queries=100)
+    >>> sample = jmeta.tasks.SinusoidSampler(shots=5, queries=100)
     >>> results = evaluate(learner, params, state, sample, jax.random.key(1), num_tasks=20, steps=(0, 1))
     >>> sorted(results[1])
     ['loss']
@@ -72,8 +72,10 @@ def evaluate(
 ) -> dict[int, dict[str, Estimate]]:
     """Adapts to ``num_tasks`` fresh tasks and reports every query metric after each inner-step count.
 
-    ``sample_tasks(key, n)`` draws ``n`` tasks; they are evaluated ``batch_size`` at a time, the same
-    tasks for every step count. Step count 0 is the meta-parameters before adaptation.
+    ``sample_tasks(key, n)`` draws ``n`` tasks; it is a pytree callable such as
+    ``jmeta.tasks.SinusoidSampler`` or ``jmeta.tasks.episodes.EpisodeSampler`` (passed into the compiled
+    sampling function as an argument, so its data are not baked in). They are evaluated ``batch_size`` at a
+    time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
     periodic validation) does not recompile.
     """
@@ -84,10 +86,9 @@ def evaluate(
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
     metrics_of = _compiled_metrics(learner, steps, batching_strategy)
-    sample = _compiled_sampler(sample_tasks)
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
-        tasks = sample(jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
+        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
         for k, by_name in metrics_of(params, model_state, tasks).items():
             for name, values in by_name.items():
                 collected[k].setdefault(name, []).append(np.asarray(values))
@@ -104,6 +105,7 @@ def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str) -
     return jax.jit(batching.over_tasks(per_task, strategy))
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_sampler(sample_tasks: TaskSampler) -> TaskSampler:
-    return jax.jit(sample_tasks, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=2)
+def _draw(sampler: TaskSampler, key: jax.Array, num_tasks: int) -> Task:
+    """Draws tasks from a pytree sampler (passed as an argument: its arrays are not baked in)."""
+    return sampler(key, num_tasks)

@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import ast
-import functools
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from jmeta.learners import Learner, fomaml, maml
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP
 from jmeta.nn import Model, from_linen
-from jmeta.tasks import Task, sinusoid_tasks
+from jmeta.tasks import SinusoidSampler, Task
 from jmeta.validation import one_of, positive_float, positive_int
 
 Sampler = Callable[[jax.Array, int], Task]
@@ -37,7 +36,11 @@ REQUIRED_KEYS = ("steps", "seed", "meta_batch", "eval_tasks")
 
 
 class TaskFamily(NamedTuple):
-    """Where tasks come from: samplers for meta-training, validation and test, and how they are scored."""
+    """Where tasks come from: samplers for meta-training, validation and test, and how they are scored.
+
+    A sampler is a pytree callable ``sampler(key, num_tasks) -> Task`` (e.g. ``SinusoidSampler``,
+    ``jmeta.tasks.episodes.EpisodeSampler``); it is passed into jitted functions as an argument, so a
+    data set on the device is never baked into a compiled program."""
 
     sample_train: Sampler
     sample_val: Sampler
@@ -122,8 +125,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
 def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
     """Sinusoid regression (Finn et al. 2017, sec. 5.1); validation and test draw fresh functions."""
-    train = functools.partial(sinusoid_tasks, shots=config.shots, queries=config.queries)
-    test = functools.partial(sinusoid_tasks, shots=config.eval_shots, queries=config.eval_queries)
+    train = SinusoidSampler(config.shots, config.queries)
+    test = SinusoidSampler(config.eval_shots, config.eval_queries)
     return TaskFamily(train, test, test, jnp.zeros((1, 1)), losses.mse, {})
 
 

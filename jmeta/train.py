@@ -164,14 +164,14 @@ def meta_train(
     checkpoints every ``config.val_every`` steps and at the end."""
     from tensorboardX import SummaryWriter
 
-    def scan_steps(state: TrainState, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
+    def scan_steps(state: TrainState, sampler: Any, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
-            tasks = experiment.family.sample_train(jax.random.fold_in(keys.train, state.step), config.meta_batch)
+            tasks = sampler(jax.random.fold_in(keys.train, state.step), config.meta_batch)
             return trainer.update(state, tasks)
 
         return jax.lax.scan(one_step, state, length=count)
 
-    run_steps = jax.jit(scan_steps, static_argnums=1, donate_argnums=0)
+    run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0)
     metrics_path = workdir / "metrics.jsonl"
     keep_metrics_until(metrics_path, int(state.step))
     with (
@@ -182,7 +182,7 @@ def meta_train(
         while (done := int(state.step)) < config.steps:
             count = min(config.log_every, config.steps - done)
             start = time.perf_counter()
-            state, metrics = run_steps(state, count)
+            state, metrics = run_steps(state, experiment.family.sample_train, count)
             record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
             record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
             checkpoint_now = record["step"] % config.val_every == 0 or record["step"] == config.steps

@@ -2,6 +2,7 @@
 
 import json
 import re
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -69,10 +70,14 @@ def test_evaluate_reports_each_step_count_on_the_same_tasks(mlp_model):
     params, state = learner.init(jax.random.key(0))
     pool = jmeta.tasks.sinusoid_tasks(jax.random.key(5), 10, shots=5, queries=20)
 
-    def sample(key, n):  # the same 10 tasks in every batch
-        assert n == 10
-        return pool
+    class SameTasks(NamedTuple):  # a pytree sampler returning the same 10 tasks in every batch
+        tasks: jmeta.Task
 
+        def __call__(self, key, n):
+            assert n == 10
+            return self.tasks
+
+    sample = SameTasks(pool)
     results = jmeta.evaluate(
         learner, params, state, sample, jax.random.key(1), num_tasks=30, steps=(0, 3), batch_size=10
     )

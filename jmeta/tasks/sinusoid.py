@@ -13,6 +13,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -66,3 +68,23 @@ def sinusoid_tasks(key: jax.Array, num_tasks: int, *, shots: int, queries: int) 
         jax.random.fold_in(key, 1), (num_tasks, shots + queries, 1), minval=X_RANGE[0], maxval=X_RANGE[1]
     )
     return split_points(x, functions(x), shots)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=["shots", "queries"])
+@dataclasses.dataclass(frozen=True)
+class SinusoidSampler:
+    """``sampler(key, num_tasks) -> Task``: sinusoid tasks of a fixed size, as a pytree (like every jmeta
+    task sampler) so it can be passed into jitted functions.
+
+    Example::
+
+        >>> import jax
+        >>> SinusoidSampler(shots=5, queries=10)(jax.random.key(0), 3).query_x.shape
+        (3, 10, 1)
+    """
+
+    shots: int
+    queries: int
+
+    def __call__(self, key: jax.Array, num_tasks: int) -> Task:
+        return sinusoid_tasks(key, num_tasks, shots=self.shots, queries=self.queries)

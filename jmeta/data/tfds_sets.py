@@ -1,0 +1,358 @@
+"""Few-shot data sets built from TFDS (CIFAR-FS, FC100, MNIST, CIFAR-10) and scikit-learn (digits, iris).
+
+TensorFlow Datasets is imported inside the functions that need it, so ``import jmeta`` never imports
+it (nor TensorFlow). Data is read through ``tfds`` data sources in the ArrayRecord format, which needs
+no TensorFlow; TFDS downloads and prepares a data set in its ``data_dir`` (``$TFDS_DATA_DIR``, else
+``~/tensorflow_datasets``) on first use, which needs network access. The decoded arrays are then cached
+by :mod:`jmeta.data.cache`, keyed by the prepared TFDS files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jmeta.data.cache import cached_arrays
+from jmeta.data.dataset import ClassDataset, FewShotData
+from jmeta.validation import one_of, positive_int
+
+# CIFAR-100's 20 superclasses and their 5 fine classes each (Krizhevsky, 2009), named as in the data set's
+# `meta` file. Fine label ids follow the alphabetical order of the fine names, as in that file and TFDS.
+CIFAR100_SUPERCLASSES: dict[str, tuple[str, ...]] = {
+    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
+    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
+    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+    "people": ("baby", "boy", "girl", "man", "woman"),
+    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+}
+CIFAR100_CLASSES: tuple[str, ...] = tuple(sorted(c for fine in CIFAR100_SUPERCLASSES.values() for c in fine))
+
+# CIFAR-FS: Bertinetto, Henriques, Torr & Vedaldi, "Meta-learning with differentiable closed-form
+# solvers", ICLR 2019. The 64/16/20 CIFAR-100 classes of their published split files
+# (data/cifar-fs/splits/bertinetto/{train,val,test}.txt), listed here alphabetically.
+CIFAR_FS_CLASSES: dict[str, tuple[str, ...]] = {
+    "train": (
+        "apple", "aquarium_fish", "bear", "bee", "bottle", "bowl", "boy", "bridge", "bus", "can", "castle",
+        "caterpillar", "chair", "clock", "cloud", "cockroach", "couch", "cup", "dinosaur", "dolphin",
+        "elephant", "forest", "girl", "hamster", "house", "kangaroo", "keyboard", "lawn_mower", "lion",
+        "lizard", "lobster", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "palm_tree",
+        "pear", "pine_tree", "plate", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "seal",
+        "shrew", "skunk", "skyscraper", "snake", "spider", "squirrel", "streetcar", "sunflower", "tank",
+        "tiger", "train", "trout", "tulip", "turtle", "willow_tree", "wolf",
+    ),
+    "val": (
+        "beaver", "beetle", "butterfly", "camel", "cattle", "crab", "crocodile", "flatfish", "lamp",
+        "maple_tree", "motorcycle", "otter", "sea", "shark", "television", "tractor",
+    ),
+    "test": (
+        "baby", "bed", "bicycle", "chimpanzee", "fox", "leopard", "man", "pickup_truck", "plain", "poppy",
+        "rocket", "rose", "snail", "sweet_pepper", "table", "telephone", "wardrobe", "whale", "woman",
+        "worm",
+    ),
+}
+
+# FC100: Oreshkin, Rodriguez & Lacoste, "TADAM: Task dependent adaptive metric for improved few-shot
+# learning", NeurIPS 2018. CIFAR-100 split by superclass, 12/4/4 (60/20/20 fine classes): superclass ids
+# 1-6, 9, 10, 15, 17-19 train; 8, 11, 13, 16 val; 0, 7, 12, 14 test.
+FC100_SUPERCLASSES: dict[str, tuple[str, ...]] = {
+    "train": (
+        "fish", "flowers", "food_containers", "fruit_and_vegetables", "household_electrical_devices",
+        "household_furniture", "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "reptiles",
+        "trees", "vehicles_1", "vehicles_2",
+    ),
+    "val": (
+        "large_carnivores", "large_omnivores_and_herbivores", "non-insect_invertebrates", "small_mammals",
+    ),
+    "test": ("aquatic_mammals", "insects", "medium_mammals", "people"),
+}
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DIGIT_CLASSES = tuple("0123456789")
+IRIS_CLASSES = ("setosa", "versicolor", "virginica")
+
+# The class split used for the 10-class sets (MNIST, CIFAR-10, digits) with split="classes".
+_TEN_CLASS_SPLIT = {"train": (0, 1, 2, 3, 4), "test": (5, 6, 7, 8, 9)}
+
+
+def split_by_class(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    assignment: Mapping[str, Sequence[int]],
+) -> dict[str, ClassDataset]:
+    """Groups examples into one :class:`ClassDataset` per split, given each split's class ids.
+
+    Within a split, classes are renumbered ``0..k-1`` in the order ``assignment`` lists them.
+
+    Example::
+
+        >>> import numpy as np
+        >>> x, y = np.zeros((4, 1), np.float32), np.array([0, 1, 2, 2])
+        >>> splits = split_by_class(x, y, ("a", "b", "c"), {"train": [2, 0], "test": [1]})
+        >>> splits["train"].class_names, splits["train"].counts.tolist()
+        (('c', 'a'), [2, 1])
+    """
+    splits = {}
+    for split, ids in assignment.items():
+        ids = np.asarray(ids, dtype=np.int64)
+        renumber = np.full(len(class_names), -1)
+        renumber[ids] = np.arange(len(ids))
+        keep = renumber[labels] >= 0
+        names = [class_names[i] for i in ids]
+        splits[split] = ClassDataset.from_unsorted(images[keep], renumber[labels[keep]], names)
+    return splits
+
+
+def tfds_builder(name: str, data_dir: str | Path | None) -> Any:
+    """Imports TFDS, and returns the builder of ``name`` after preparing it as ArrayRecord files.
+
+    Raises a RuntimeError that names the data set, the folder and the fix when TFDS cannot prepare it.
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=2):
+        ...     tfds_builder("mnist", None).name
+        'mnist'
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            f"loading {name!r} needs tensorflow-datasets; install it with pip install tensorflow-datasets."
+        ) from error
+    where = data_dir or "TFDS's default data_dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets)"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()
+    except Exception as error:
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RuntimeError(
+            f"TFDS could not prepare {name!r} in {where} ({type(error).__name__}: {first_line}; the full "
+            "error is above). TFDS downloads and prepares a data set on first use, which needs network "
+            f"access; on a machine without it, prepare it elsewhere (tfds.data_source({name!r}, "
+            "data_dir=...)) and pass that folder as data_dir."
+        ) from error
+    return builder
+
+
+def tfds_arrays(
+    builder: Any,
+    splits: Iterable[str],
+    convert: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]],
+    options: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    """Reads the examples of ``splits`` through ``convert`` into stacked arrays, concatenated over splits.
+
+    ``convert`` maps one TFDS example to a dict of arrays. The result is cached, keyed by ``options``
+    and the prepared TFDS files, when those files are on disk (they are not under
+    ``tfds.testing.mock_data``).
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=3):
+        ...     b = tfds_builder("mnist", None)
+        ...     tfds_arrays(b, ["train"], lambda ex: {"y": ex["label"]}, {})["y"].shape
+        (3,)
+    """
+
+    splits = list(splits)
+
+    def build() -> dict[str, np.ndarray]:
+        columns: dict[str, list[np.ndarray]] = {}
+        for split in splits:
+            for example in builder.as_data_source(split=split):
+                for key, value in convert(example).items():
+                    columns.setdefault(key, []).append(np.asarray(value))
+        return {key: np.stack(values) for key, values in columns.items()}
+
+    prepared = Path(builder.data_dir)
+    if not prepared.is_dir():
+        return build()
+    key = {"version": str(builder.version), "splits": splits, **options}
+    return cached_arrays(f"tfds-{builder.name}", key, [prepared], build)
+
+
+def _image_and_label(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {"images": example["image"], "labels": example["label"]}
+
+
+def _ten_class_splits(
+    name: str, data_dir: str | Path | None, split: str, class_names: tuple[str, ...]
+) -> dict[str, ClassDataset]:
+    split = one_of("split", split, ("classes", "official"))
+    builder = tfds_builder(name, data_dir)
+    if split == "official":
+        splits = {}
+        for part in ("train", "test"):
+            arrays = tfds_arrays(builder, [part], _image_and_label, {})
+            splits[part] = ClassDataset.from_unsorted(arrays["images"], arrays["labels"], class_names)
+        return splits
+    arrays = tfds_arrays(builder, ["train", "test"], _image_and_label, {})
+    return split_by_class(arrays["images"], arrays["labels"], class_names, _TEN_CLASS_SPLIT)
+
+
+def load_mnist(data_dir: str | Path | None = None, *, split: str = "classes") -> FewShotData:
+    """MNIST digits (28x28x1 uint8) as few-shot data, through TFDS's ``mnist`` builder.
+
+    ``split="classes"`` (default) pools TFDS's train and test examples and splits the classes: digits
+    0-4 train, 5-9 test. ``split="official"`` keeps TFDS's train and test examples, all 10 classes each.
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=200):
+        ...     load_mnist()["train"].num_classes
+        5
+    """
+    splits = _ten_class_splits("mnist", data_dir, split, DIGIT_CLASSES)
+    return FewShotData("mnist", splits, {"split": split, "source": "tfds mnist"})
+
+
+def load_cifar10(data_dir: str | Path | None = None, *, split: str = "classes") -> FewShotData:
+    """CIFAR-10 (32x32x3 uint8) as few-shot data, through TFDS's ``cifar10`` builder.
+
+    ``split="classes"`` (default) pools TFDS's train and test examples and splits the classes: airplane,
+    automobile, bird, cat, deer train; dog, frog, horse, ship, truck test. ``split="official"`` keeps
+    TFDS's train and test examples, all 10 classes each.
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=200):
+        ...     load_cifar10()["test"].class_names[0]
+        'dog'
+    """
+    splits = _ten_class_splits("cifar10", data_dir, split, CIFAR10_CLASSES)
+    return FewShotData("cifar10", splits, {"split": split, "source": "tfds cifar10"})
+
+
+def _cifar100_pool(data_dir: str | Path | None) -> dict[str, np.ndarray]:
+    builder = tfds_builder("cifar100", data_dir)
+    return tfds_arrays(builder, ["train", "test"], _image_and_label, {})
+
+
+def load_cifar_fs(data_dir: str | Path | None = None) -> FewShotData:
+    """CIFAR-FS (Bertinetto et al., 2019): CIFAR-100's 100 classes split 64/16/20, 600 images each.
+
+    Images are 32x32x3 uint8, pooled from TFDS ``cifar100``'s train and test examples.
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=1000):
+        ...     [load_cifar_fs()[s].num_classes for s in ("train", "val", "test")]
+        [64, 16, 20]
+    """
+    arrays = _cifar100_pool(data_dir)
+    ids = {split: [CIFAR100_CLASSES.index(c) for c in names] for split, names in CIFAR_FS_CLASSES.items()}
+    splits = split_by_class(arrays["images"], arrays["labels"], CIFAR100_CLASSES, ids)
+    return FewShotData("cifar-fs", splits, {"source": "tfds cifar100 (train + test)"})
+
+
+def load_fc100(data_dir: str | Path | None = None) -> FewShotData:
+    """FC100 (Oreshkin et al., 2018): CIFAR-100 split by superclass, 12/4/4 (60/20/20 classes).
+
+    Images are 32x32x3 uint8, pooled from TFDS ``cifar100``'s train and test examples; classes are the
+    fine classes, grouped by split so that no superclass spans two splits.
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> with tfds.testing.mock_data(num_examples=1000):
+        ...     [load_fc100()[s].num_classes for s in ("train", "val", "test")]
+        [60, 20, 20]
+    """
+    arrays = _cifar100_pool(data_dir)
+    ids = {
+        split: [CIFAR100_CLASSES.index(c) for superclass in supers for c in CIFAR100_SUPERCLASSES[superclass]]
+        for split, supers in FC100_SUPERCLASSES.items()
+    }
+    splits = split_by_class(arrays["images"], arrays["labels"], CIFAR100_CLASSES, ids)
+    metadata = {"superclasses": dict(FC100_SUPERCLASSES), "source": "tfds cifar100 (train + test)"}
+    return FewShotData("fc100", splits, metadata)
+
+
+def _bundled_only(name: str, data_dir: str | Path | None) -> None:
+    if data_dir is not None:
+        raise ValueError(
+            f"{name} is bundled with scikit-learn and reads no files; got data_dir={str(data_dir)!r}. "
+            "Leave data_dir unset."
+        )
+
+
+def load_digits(data_dir: str | Path | None = None) -> FewShotData:
+    """scikit-learn's bundled 8x8 digits (1797 images, about 180 per digit) as few-shot data.
+
+    Images are 8x8x1 uint8, the 0..16 grey levels scaled to 0..255 (rounded). Classes are split like
+    MNIST's: digits 0-4 train, 5-9 test.
+
+    Example::
+
+        >>> load_digits()["train"].input_shape
+        (8, 8, 1)
+    """
+    _bundled_only("digits", data_dir)
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = np.rint(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
+    splits = split_by_class(images, bunch.target, DIGIT_CLASSES, _TEN_CLASS_SPLIT)
+    metadata = {"source": "sklearn.datasets.load_digits", "grey levels": "0..16, scaled by 255/16"}
+    return FewShotData("digits", splits, metadata)
+
+
+def load_iris(data_dir: str | Path | None = None, *, test_per_class: int = 15, seed: int = 0) -> FewShotData:
+    """scikit-learn's bundled iris (3 classes x 50 flowers) as tabular few-shot data.
+
+    Iris is tabular, so its examples are float32 features of shape ``(4,)`` (sepal length, sepal width,
+    petal length, petal width, in cm, unscaled), which the episode sampler uses as they are. With only 3
+    classes there is no class split: ``train`` and ``test`` hold the same 3 classes with disjoint
+    flowers, ``test_per_class`` of each class drawn at random (``seed``) for ``test``.
+
+    Example::
+
+        >>> load_iris()["test"].counts.tolist()
+        [15, 15, 15]
+    """
+    _bundled_only("iris", data_dir)
+    test_per_class = positive_int("test_per_class", test_per_class)
+    seed = positive_int("seed", seed, allow_zero=True)
+    if test_per_class >= 50:
+        raise ValueError(
+            f"test_per_class must leave iris's train split at least one of each class's 50 flowers "
+            f"(so at most 49); got {test_per_class}."
+        )
+    from sklearn.datasets import load_iris as sklearn_iris
+
+    bunch = sklearn_iris()
+    features, labels = bunch.data.astype(np.float32), bunch.target
+    rng = np.random.default_rng(seed)
+    in_test = np.zeros(len(labels), bool)
+    for label in range(len(IRIS_CLASSES)):
+        in_test[rng.choice(np.flatnonzero(labels == label), test_per_class, replace=False)] = True
+    splits = {
+        name: ClassDataset.from_unsorted(features[mask], labels[mask], IRIS_CLASSES)
+        for name, mask in (("train", ~in_test), ("test", in_test))
+    }
+    metadata = {"features": ("sepal length", "sepal width", "petal length", "petal width"), "units": "cm"}
+    return FewShotData("iris", splits, {**metadata, "source": "sklearn.datasets.load_iris"})

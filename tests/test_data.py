@@ -1,0 +1,527 @@
+"""Data loading: containers, cache, Omniglot (tiny zips and the real data), mini-ImageNet, TFDS and
+scikit-learn sets, the registry, and the errors for bad inputs."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import jmeta.data.miniimagenet as miniimagenet
+import jmeta.data.omniglot as omniglot
+from jmeta.data import ClassDataset, FewShotData, load, summary
+from jmeta.data.cache import cache_path, cached_arrays
+from jmeta.data.tfds_sets import (
+    CIFAR100_CLASSES,
+    CIFAR100_SUPERCLASSES,
+    CIFAR_FS_CLASSES,
+    FC100_SUPERCLASSES,
+    tfds_builder,
+)
+from jmeta.tasks.episodes import make_episode_sampler
+
+REAL_OMNIGLOT = Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test but the real-Omniglot ones caches into its own folder."""
+    monkeypatch.setenv("JMETA_CACHE", str(tmp_path / "cache"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ClassDataset and FewShotData
+
+
+def test_class_dataset_derives_offsets_and_counts_for_unequal_classes():
+    ds = ClassDataset(np.zeros((6, 2, 2, 1), np.uint8), np.array([0, 1, 1, 1, 2, 2]), ("a", "b", "c"))
+    assert ds.counts.tolist() == [1, 3, 2] and ds.offsets.tolist() == [0, 1, 4]
+    assert ds.num_classes == 3 and ds.input_shape == (2, 2, 1) and ds.labels.dtype == np.int32
+    assert ds.summary() == "3 classes x 1 to 3 examples = 6 examples of 2x2x1 uint8"
+    assert ds.device_arrays().index.tolist() == [[0, -1, -1], [1, 2, 3], [4, 5, -1]]
+
+
+def test_class_dataset_is_immutable():
+    ds = ClassDataset(np.zeros((2, 1), np.float32), np.array([0, 1]), ("a", "b"))
+    with pytest.raises(ValueError, match="read-only"):
+        ds.images[0] = 1.0
+    with pytest.raises(AttributeError):
+        ds.class_names = ("x", "y")
+
+
+def test_class_dataset_from_unsorted_sorts_stably():
+    ds = ClassDataset.from_unsorted(np.arange(4, dtype=np.float32)[:, None], [1, 0, 1, 0], ("a", "b"))
+    assert ds.images[:, 0].tolist() == [1.0, 3.0, 0.0, 2.0] and ds.labels.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "names", "message"),
+    [
+        (np.zeros((2, 28, 28), np.uint8), [0, 1], "ab", r"\(N, H, W, C\); got shape \(2, 28, 28\).*None\]"),
+        (np.zeros(2, np.float32), [0, 1], "ab", r"float32 must have shape \(N, \*feature_shape\)"),
+        (np.zeros((2, 1), np.float64), [0, 1], "ab", "got dtype float64"),
+        (np.zeros((2, 1), np.float32), [0], "ab", r"labels must be integers of shape \(2,\)"),
+        (np.zeros((2, 1), np.float32), [1, 0], "ab", "labels must be sorted"),
+        (np.zeros((2, 1), np.float32), [0, 2], "ab", r"labels must lie in 0\.\.1"),
+        (np.zeros((2, 1), np.float32), [0, 0], "ab", r"without examples: \['b'\]"),
+        (np.zeros((2, 1), np.float32), [0, 1], ("a", "a"), "class_names must be distinct"),
+    ],
+)
+def test_class_dataset_rejects_bad_inputs(images, labels, names, message):
+    with pytest.raises(ValueError, match=message):
+        ClassDataset(images, np.asarray(labels), names)
+
+
+def test_few_shot_data_names_its_splits_on_a_missing_one():
+    ds = ClassDataset(np.zeros((2, 1), np.float32), np.array([0, 1]), ("a", "b"))
+    data = FewShotData("toy", {"train": ds}, {"note": "x"})
+    with pytest.raises(KeyError, match="toy has no split 'val'; its splits are 'train'"):
+        data["val"]
+    assert summary(data) == "toy\n  train: 2 classes x 1 examples = 2 examples of 1 float32\n  note: x"
+    with pytest.raises(TypeError, match=r"splits\['train'\] must be a ClassDataset; got str"):
+        FewShotData("toy", {"train": "not a dataset"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache
+
+
+def test_cache_builds_once_and_rebuilds_when_the_source_changes(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"abc")
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": np.arange(3), "names": np.array(["a", "b", "c"])}
+
+    first = cached_arrays("toy", {"size": 1}, [source], build)
+    second = cached_arrays("toy", {"size": 1}, [source], build)
+    assert len(calls) == 1 and second["names"].tolist() == ["a", "b", "c"]
+    np.testing.assert_array_equal(first["x"], second["x"])
+    assert cache_path("toy", {"size": 1}, [source]).parent == tmp_path / "cache"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache_path("toy", {"size": 1}, [source]).name]
+    cached_arrays("toy", {"size": 2}, [source], build)  # another option
+    os.utime(source, ns=(1, 1))  # another modification time
+    cached_arrays("toy", {"size": 1}, [source], build)
+    assert len(calls) == 3
+
+
+def test_cache_replaces_an_unreadable_entry(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"abc")
+    path = cache_path("toy", {}, [source])
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated")
+    assert cached_arrays("toy", {}, [source], lambda: {"x": np.ones(2)})["x"].tolist() == [1.0, 1.0]
+    assert np.load(path)["x"].tolist() == [1.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Omniglot from tiny zips in the official layout
+
+# (set, alphabet, character) -> number of drawings; unequal on purpose.
+TINY = {
+    ("background", "Alpha", "character01"): 3,
+    ("background", "Alpha", "character02"): 3,
+    ("background", "Beta", "character01"): 3,
+    ("evaluation", "Gamma", "character01"): 3,
+    ("evaluation", "Gamma", "character02"): 2,
+}
+
+
+def _drawing(seed: int) -> bytes:
+    """A 105x105 1-bit PNG: black ink (a bar in the upper left) on white, like Omniglot's."""
+    image = Image.new("1", (105, 105), 1)
+    ImageDraw.Draw(image).rectangle([10, 10 + seed, 50, 25 + seed], fill=0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_tiny_omniglot(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in omniglot.SETS:
+        with zipfile.ZipFile(root / f"images_{name}.zip", "w") as archive:
+            for (set_name, alphabet, character), drawings in TINY.items():
+                for d in range(drawings) if set_name == name else ():
+                    member = f"images_{name}/{alphabet}/{character}/0001_{d + 1:02d}.png"
+                    archive.writestr(member, _drawing(d))
+    return root
+
+
+@pytest.fixture
+def tiny_omniglot(tmp_path) -> Path:
+    return _write_tiny_omniglot(tmp_path / "omniglot")
+
+
+def test_tiny_omniglot_background_split_with_rotations(tiny_omniglot):
+    data = load("omniglot", tiny_omniglot, split="background")
+    train, test = data["train"], data["test"]
+    assert tuple(data.splits) == ("train", "test")
+    assert train.num_classes == 3 * 4 and test.num_classes == 2
+    assert train.class_names[:2] == ("Alpha/character01/rot000", "Alpha/character01/rot090")
+    assert test.class_names == ("Gamma/character01", "Gamma/character02")
+    assert test.counts.tolist() == [3, 2] and train.counts.tolist() == [3] * 12
+    assert train.images.shape == (36, 28, 28, 1) and train.images.dtype == np.uint8
+    # Ink is bright: the bar (upper left) is near 255, the far corner is background 0.
+    upright = train.images[train.offsets[0]]
+    assert upright[5, 5, 0] > 200 and upright[25, 25, 0] == 0
+    quarter = train.images[train.offsets[1]]
+    np.testing.assert_array_equal(quarter, np.rot90(upright))
+    assert data.metadata["alphabets"] == {"train": ("Alpha", "Beta"), "test": ("Gamma",)}
+    assert data.metadata["characters"] == {"train": 3, "test": 2}
+    assert data.metadata["drawings per character"] == {"train": "3", "test": "2 to 3"}
+    text = summary(data)
+    assert "alphabets: Alpha, Beta" in text and "drawings per character: 2 to 3" in text
+
+
+def test_tiny_omniglot_options(tiny_omniglot):
+    data = load("omniglot", tiny_omniglot, split="background", rotate=("train", "test"), image_size=14)
+    assert data["test"].num_classes == 8 and data["test"].input_shape == (14, 14, 1)
+    plain = load("omniglot", tiny_omniglot, split="background", rotate=(), resample="box")
+    assert plain["train"].num_classes == 3 and plain.metadata["rotations"]["train"] == "none"
+
+
+def test_tiny_omniglot_extracted_folders_match_the_zips(tiny_omniglot, tmp_path):
+    extracted = tmp_path / "extracted"
+    for name in omniglot.SETS:
+        with zipfile.ZipFile(tiny_omniglot / f"images_{name}.zip") as archive:
+            archive.extractall(extracted)
+    from_zips = load("omniglot", tiny_omniglot, split="background")
+    from_folders = load("omniglot", extracted, split="background")
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(from_zips[split].images, from_folders[split].images)
+        assert from_zips[split].class_names == from_folders[split].class_names
+
+
+def test_tiny_omniglot_is_decoded_once_then_read_from_the_cache(tiny_omniglot, tmp_path, monkeypatch):
+    first = load("omniglot", tiny_omniglot, split="background")
+    assert len(list((tmp_path / "cache").glob("omniglot-*.npz"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(omniglot, "_decode", no_decoding)
+    again = load("omniglot", tiny_omniglot, split="background")
+    np.testing.assert_array_equal(first["train"].images, again["train"].images)
+    os.utime(tiny_omniglot / "images_background.zip", ns=(1, 1))  # a replaced source is decoded afresh
+    with pytest.raises(AssertionError, match="decoded again"):
+        load("omniglot", tiny_omniglot, split="background")
+
+
+def test_tiny_omniglot_rejects_splits_that_need_all_1623_characters(tiny_omniglot):
+    for split in ("vinyals", "maml"):
+        with pytest.raises(ValueError, match=rf"split='{split}' divides Omniglot's 1623 characters.*holds 5"):
+            load("omniglot", tiny_omniglot, split=split)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"split": "official"}, "split must be one of 'vinyals', 'maml', 'background'; got 'official'"),
+        ({"split": "background", "rotate": "train"}, "rotate must be a sequence of split names"),
+        ({"split": "background", "rotate": ("val",)}, r"rotate names splits .* \['val'\]; its splits are"),
+        ({"image_size": 0}, "image_size must be a positive integer"),
+        ({"resample": "nearest"}, "resample must be one of 'lanczos', 'box'"),
+    ],
+)
+def test_omniglot_rejects_bad_options(tiny_omniglot, options, message):
+    with pytest.raises(ValueError, match=message):
+        load("omniglot", tiny_omniglot, **options)
+
+
+def test_omniglot_missing_directory_says_where_it_looked_and_how_to_provide_it(tmp_path):
+    missing = tmp_path / "nowhere"
+    expected = r"looked for in .*nowhere.*does not exist.*images_background\.zip"
+    with pytest.raises(FileNotFoundError, match=expected):
+        load("omniglot", missing)
+
+
+def test_omniglot_missing_zip_is_named(tiny_omniglot):
+    (tiny_omniglot / "images_evaluation.zip").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing images_evaluation\.zip.*Pass data_dir=\.\.\."):
+        load("omniglot", tiny_omniglot, split="background")
+
+
+def test_omniglot_corrupt_zip_is_reported_with_the_fix(tiny_omniglot):
+    (tiny_omniglot / "images_background.zip").write_bytes(b"this is not a zip file")
+    with pytest.raises(ValueError, match=r"images_background\.zip \(BadZipFile.*fresh copy"):
+        load("omniglot", tiny_omniglot, split="background")
+
+
+def test_omniglot_corrupt_png_is_named(tiny_omniglot):
+    with zipfile.ZipFile(tiny_omniglot / "images_evaluation.zip", "a") as archive:
+        archive.writestr("images_evaluation/Gamma/character02/0002_09.png", b"\x89PNG broken")
+    with pytest.raises(ValueError, match=r"Gamma/character02/0002_09\.png"):
+        load("omniglot", tiny_omniglot, split="background")
+
+
+def test_omniglot_zip_without_drawings_is_reported(tiny_omniglot):
+    with zipfile.ZipFile(tiny_omniglot / "images_evaluation.zip", "w") as archive:
+        archive.writestr("readme.txt", "nothing here")
+    with pytest.raises(ValueError, match=r"found no drawings in .*images_evaluation\.zip"):
+        load("omniglot", tiny_omniglot, split="background")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real Omniglot (../shared/data/omniglot), skipped where absent
+
+needs_real_omniglot = pytest.mark.skipif(
+    not all((REAL_OMNIGLOT / f"images_{name}.zip").is_file() for name in omniglot.SETS),
+    reason=f"real Omniglot (images_background.zip, images_evaluation.zip) absent: {REAL_OMNIGLOT.resolve()}",
+)
+
+
+@pytest.fixture(scope="module")
+def real_omniglot():
+    """Set up before the per-test cache folder, so it uses the user's cache: only the first run decodes."""
+    loaded = {split: load("omniglot", REAL_OMNIGLOT, split=split, rotate=()) for split in omniglot.SPLITS}
+    loaded["vinyals-rotated"] = load("omniglot", REAL_OMNIGLOT)
+    loaded["maml-seed-1"] = load("omniglot", REAL_OMNIGLOT, split="maml", rotate=(), seed=1)
+    return loaded
+
+
+@needs_real_omniglot
+def test_real_omniglot_official_sets(real_omniglot):
+    data = real_omniglot["background"]
+    assert data["train"].num_classes == 964 and data["test"].num_classes == 659
+    assert len(data["train"].labels) == 19280 and len(data["test"].labels) == 13180
+    assert set(data["train"].counts.tolist()) == {20} and set(data["test"].counts.tolist()) == {20}
+    assert len(data.metadata["alphabets"]["train"]) == 30 and len(data.metadata["alphabets"]["test"]) == 20
+    assert data["train"].input_shape == (28, 28, 1)
+    mean_ink = data["train"].images.mean() / 255
+    assert 0.02 < mean_ink < 0.2  # strokes bright on a dark background, not the other way round
+
+
+@needs_real_omniglot
+@pytest.mark.parametrize(("split", "sizes"), [("vinyals", (1028, 172, 423)), ("maml", (1100, 100, 423))])
+def test_real_omniglot_split_sizes_and_disjointness(real_omniglot, split, sizes):
+    data = real_omniglot[split]
+    assert tuple(data[s].num_classes for s in ("train", "val", "test")) == sizes
+    names = [set(data[s].class_names) for s in ("train", "val", "test")]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+    assert len(set.union(*names)) == 1623
+
+
+@needs_real_omniglot
+def test_real_omniglot_vinyals_test_is_the_last_423_evaluation_characters(real_omniglot):
+    alphabets = real_omniglot["vinyals"].metadata["alphabets"]
+    evaluation = real_omniglot["background"].metadata["alphabets"]["test"]
+    assert alphabets["test"][0] == "Gurmukhi" and len(alphabets["test"]) == 13
+    assert set(alphabets["val"]) <= set(evaluation) and len(alphabets["train"]) == 33
+
+
+@needs_real_omniglot
+def test_real_omniglot_rotated_train_split_and_episodes(real_omniglot):
+    train = real_omniglot["vinyals-rotated"]["train"]
+    assert train.num_classes == 4112 and len(train.labels) == 82240
+    sampler = make_episode_sampler(train, ways=20, shots=1, queries=5)
+    task = sampler(jax.random.key(0), 4)
+    assert task.support_x.shape == (4, 20, 28, 28, 1) and task.query_x.shape == (4, 100, 28, 28, 1)
+    assert 0.0 <= float(task.query_x.min()) and float(task.query_x.max()) <= 1.0
+
+
+@needs_real_omniglot
+def test_real_omniglot_maml_split_depends_on_the_seed(real_omniglot):
+    assert real_omniglot["maml-seed-1"]["test"].class_names != real_omniglot["maml"]["test"].class_names
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mini-ImageNet
+
+
+def _write_pickles(root: Path, classes_per_split=(3, 2, 2), per_class=4) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for s, split in enumerate(miniimagenet.SPLITS):
+        n = classes_per_split[s] * per_class
+        images = np.full((n, 84, 84, 3), s, np.uint8)
+        classes = classes_per_split[s]
+        class_dict = {f"n{s}{c:07d}": list(range(c, n, classes)) for c in range(classes)}  # interleaved rows
+        with (root / f"mini-imagenet-cache-{split}.pkl").open("wb") as file:
+            pickle.dump({"image_data": images, "class_dict": class_dict}, file)
+    return root
+
+
+def test_mini_imagenet_from_pickles(tmp_path):
+    data = load("mini-imagenet", _write_pickles(tmp_path / "mini"))
+    assert [data[s].num_classes for s in ("train", "val", "test")] == [3, 2, 2]
+    assert data["train"].images.shape == (12, 84, 84, 3) and data["train"].counts.tolist() == [4, 4, 4]
+    assert data["val"].class_names == ("n10000000", "n10000001") and int(data["val"].images.max()) == 1
+
+
+def test_mini_imagenet_pickle_with_wrong_image_shape_is_rejected(tmp_path):
+    root = _write_pickles(tmp_path / "mini")
+    with (root / "mini-imagenet-cache-val.pkl").open("wb") as file:
+        pickle.dump({"image_data": np.zeros((2, 32, 32, 3), np.uint8), "class_dict": {"a": [0, 1]}}, file)
+    with pytest.raises(ValueError, match=r"val\.pkl: image_data must be uint8 of shape \(N, 84, 84, 3\)"):
+        load("mini-imagenet", root)
+
+
+def test_mini_imagenet_missing_or_corrupt_pickles_are_reported(tmp_path):
+    root = _write_pickles(tmp_path / "mini")
+    (root / "mini-imagenet-cache-test.pkl").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"test\.pkl is not a readable pickle"):
+        load("mini-imagenet", root)
+    (root / "mini-imagenet-cache-test.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks mini-imagenet-cache-test\.pkl"):
+        load("mini-imagenet", root)
+    with pytest.raises(ValueError, match="pass data_dir=... holding mini-imagenet-cache-train.pkl"):
+        load("mini-imagenet")
+
+
+COLOURS = {"n01": (200, 30, 30), "n02": (30, 200, 30), "n03": (30, 30, 200)}
+
+
+def _write_image_folder(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    classes = {"train": ("n01", "n02"), "val": ("n03",), "test": ("n02", "n03")}
+    for split, names in classes.items():
+        rows = ["filename,label"]
+        for name in names:
+            for i in range(3 if name != "n02" else 2):
+                filename = f"{name}{split}{i:04d}.jpg"
+                Image.new("RGB", (120, 90), COLOURS[name]).save(root / "images" / filename, quality=95)
+                rows.append(f"{filename},{name}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_mini_imagenet_from_images_and_csv(tmp_path, monkeypatch):
+    root = _write_image_folder(tmp_path / "mini")
+    data = load("mini-imagenet", root)
+    train = data["train"]
+    assert train.class_names == ("n01", "n02") and train.counts.tolist() == [3, 2]
+    assert train.images.shape == (5, 84, 84, 3) and train.images.dtype == np.uint8
+    assert np.abs(train.images[0].astype(int) - COLOURS["n01"]).max() <= 3
+    assert data["val"].num_classes == 1 and data["test"].num_classes == 2
+
+    def no_decoding(path):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(miniimagenet, "_decode", no_decoding)
+    np.testing.assert_array_equal(load("mini-imagenet", root)["train"].images, train.images)
+
+
+def test_mini_imagenet_folder_errors(tmp_path):
+    root = _write_image_folder(tmp_path / "mini")
+    next((root / "images").glob("n03val*.jpg")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 images listed in the CSV split files .* are missing"):
+        load("mini-imagenet", root)
+    (root / "val.csv").write_text("file,class\nx.jpg,n03\n")
+    with pytest.raises(ValueError, match=r"val\.csv must start with the header 'filename,label'"):
+        load("mini-imagenet", root)
+    (root / "val.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks the pickles and val\.csv"):
+        load("mini-imagenet", root)
+    with pytest.raises(FileNotFoundError, match=r"looked for in .*absent.*not a folder"):
+        load("mini-imagenet", tmp_path / "absent")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TFDS sets, under tfds.testing.mock_data (offline: random examples from the builders' feature specs)
+
+
+@pytest.fixture
+def mock_tfds():
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def mock(num_examples):
+        return tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE)
+
+    return mock
+
+
+def test_published_cifar_splits_are_consistent():
+    assert len(CIFAR100_SUPERCLASSES) == 20 and len(CIFAR100_CLASSES) == len(set(CIFAR100_CLASSES)) == 100
+    fs = [set(CIFAR_FS_CLASSES[s]) for s in ("train", "val", "test")]
+    assert [len(s) for s in fs] == [64, 16, 20] and set.union(*fs) == set(CIFAR100_CLASSES)
+    fc = [set(FC100_SUPERCLASSES[s]) for s in ("train", "val", "test")]
+    assert [len(s) for s in fc] == [12, 4, 4] and set.union(*fc) == set(CIFAR100_SUPERCLASSES)
+
+
+def test_cifar_fs_and_fc100_through_mocked_tfds(mock_tfds, tmp_path):
+    with mock_tfds(600):
+        cifar_fs, fc100 = load("cifar-fs"), load("fc100")
+    assert [cifar_fs[s].num_classes for s in ("train", "val", "test")] == [64, 16, 20]
+    assert cifar_fs["test"].class_names == CIFAR_FS_CLASSES["test"]
+    assert cifar_fs["train"].input_shape == (32, 32, 3) and cifar_fs["train"].images.dtype == np.uint8
+    assert [fc100[s].num_classes for s in ("train", "val", "test")] == [60, 20, 20]
+    assert fc100["test"].class_names[:5] == CIFAR100_SUPERCLASSES["aquatic_mammals"]
+    assert fc100.metadata["superclasses"]["val"] == FC100_SUPERCLASSES["val"]
+    assert not (tmp_path / "cache").exists()  # mocked TFDS has no prepared files to key a cache entry on
+
+
+def test_mnist_and_cifar10_through_mocked_tfds(mock_tfds):
+    with mock_tfds(100):
+        mnist, official, cifar10 = load("mnist"), load("mnist", split="official"), load("cifar10")
+    assert mnist["train"].class_names == tuple("01234") and mnist["test"].class_names == tuple("56789")
+    assert mnist["train"].input_shape == (28, 28, 1)
+    assert official["train"].num_classes == official["test"].num_classes == 10
+    assert cifar10["test"].class_names == ("dog", "frog", "horse", "ship", "truck")
+    with pytest.raises(ValueError, match="split must be one of 'classes', 'official'"):
+        load("mnist", split="random")
+
+
+def test_omniglot_through_mocked_tfds(mock_tfds):
+    with mock_tfds(12):
+        data = load("omniglot", split="background")
+    assert data["train"].input_shape == (28, 28, 1) and data["train"].images.dtype == np.uint8
+    assert data.metadata["source"] == "tfds omniglot"
+    assert data["train"].num_classes == 4 * data.metadata["characters"]["train"]
+
+
+def test_tfds_failure_names_the_data_set_and_the_fix():
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(RuntimeError, match=r"TFDS could not prepare 'no_such_dataset_xyz' .*network access"):
+        tfds_builder("no_such_dataset_xyz", None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scikit-learn sets, the registry, and imports
+
+
+def test_digits():
+    data = load("digits")
+    assert data["train"].class_names == tuple("01234") and data["test"].class_names == tuple("56789")
+    assert data["train"].input_shape == (8, 8, 1) and int(data["train"].images.max()) == 255
+    assert len(data["train"].labels) + len(data["test"].labels) == 1797
+
+
+def test_iris_is_tabular_float_features():
+    data = load("iris", test_per_class=10, seed=3)
+    train, test = data["train"], data["test"]
+    assert train.images.dtype == np.float32 and train.input_shape == (4,)
+    assert train.counts.tolist() == [40, 40, 40] and test.counts.tolist() == [10, 10, 10]
+    task = make_episode_sampler(train, ways=3, shots=2, queries=3)(jax.random.key(0), 2)
+    assert task.support_x.shape == (2, 6, 4) and float(task.support_x.max()) > 1.0  # centimetres, unscaled
+    with pytest.raises(ValueError, match="iris is bundled with scikit-learn.*Leave data_dir unset"):
+        load("iris", "/some/dir")
+    with pytest.raises(ValueError, match="at most 49"):
+        load("iris", test_per_class=50)
+
+
+def test_registry_rejects_unknown_names_and_options():
+    with pytest.raises(ValueError, match="name must be one of 'omniglot', 'mini-imagenet', .*got 'imagenet'"):
+        load("imagenet")
+    with pytest.raises(ValueError, match="omniglot takes the options split, rotate, image_size, resample, s"):
+        load("omniglot", None, shots=5)
+    with pytest.raises(ValueError, match=r"cifar-fs takes the options \(none\)"):
+        load("cifar-fs", None, split="x")
+
+
+def test_importing_jmeta_does_not_import_tensorflow_datasets():
+    code = (
+        "import sys, jmeta, jmeta.data, jmeta.tasks.episodes\n"
+        "assert not {'tensorflow_datasets', 'tensorflow'} & set(sys.modules), 'TFDS imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
