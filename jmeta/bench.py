@@ -23,7 +23,7 @@ import optax
 from jmeta import losses
 from jmeta.learners import maml
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
-from jmeta.models import MLP
+from jmeta.models import MLP, Conv4
 from jmeta.nn import from_linen
 from jmeta.tasks import Task, sinusoid_tasks
 from jmeta.validation import one_of, positive_int
@@ -62,7 +62,28 @@ def sinusoid_maml(batching: str) -> Workload:
     return Workload(trainer, trainer.init(jax.random.key(0)), tasks)
 
 
-WORKLOADS = {"sinusoid-maml": sinusoid_maml}
+def omniglot_maml(batching: str) -> Workload:
+    """The ``peers_torch.py`` workload: 5-way 1-shot, 15 queries per class, 28x28x1 random images, Conv-4
+    (64 filters, stride-2 3x3 convolutions, BatchNorm on batch statistics, ReLU), mean-pool, linear head;
+    meta-batch 32; one second-order SGD step of 0.4; Adam 1e-3."""
+    ways, shots, queries, meta_batch = 5, 1, 15, 32
+    model = from_linen(Conv4(num_classes=ways), jnp.zeros((1, 28, 28, 1)))
+    learner = maml(model, losses.cross_entropy, inner_lr=0.4, steps=1)
+    trainer = meta_trainer(learner, optax.adam(1e-3), batching=batching)
+    support_key, query_key = jax.random.split(jax.random.key(1))
+    labels = jnp.repeat(jnp.arange(ways), shots)
+    tasks = Task(
+        jax.random.normal(support_key, (meta_batch, ways * shots, 28, 28, 1)),
+        jnp.broadcast_to(labels, (meta_batch, ways * shots)),
+        jax.random.normal(query_key, (meta_batch, ways * queries, 28, 28, 1)),
+        jnp.broadcast_to(jnp.repeat(jnp.arange(ways), queries), (meta_batch, ways * queries)),
+    )
+    return Workload(trainer, trainer.init(jax.random.key(0)), tasks)
+
+
+WORKLOADS = {"sinusoid-maml": sinusoid_maml, "omniglot-maml": omniglot_maml}
+# Timed meta-steps and meta-steps per compiled call by default: enough for a stable figure in seconds.
+DEFAULTS = {"sinusoid-maml": (1000, 100), "omniglot-maml": (5, 1)}
 
 
 def run(name: str, *, steps: int = 1000, steps_per_call: int = 1, batching: str = "auto") -> BenchResult:
@@ -86,9 +107,7 @@ def run(name: str, *, steps: int = 1000, steps_per_call: int = 1, batching: str 
         state, _ = call(state, tasks)
     jax.block_until_ready(state)
     tasks_per_step = jax.tree.leaves(tasks)[0].shape[0]
-    return BenchResult(
-        name, batching, steps, steps_per_call, tasks_per_step, compile_s, time.perf_counter() - start
-    )
+    return BenchResult(name, batching, steps, steps_per_call, tasks_per_step, compile_s, time.perf_counter() - start)
 
 
 def _fused(trainer: MetaTrainer, count: int) -> Callable[[TrainState, Task], tuple[TrainState, Any]]:

@@ -1,10 +1,11 @@
-"""The ``jmeta`` command: ``train``, ``eval``, ``plot``, ``bench``.
+"""The ``jmeta`` command: ``train``, ``eval``, ``plot``, ``data``, ``bench``.
 
 Example::
 
     jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml steps=2000
     jmeta eval --workdir runs/sinusoid_maml eval_tasks=1000
     jmeta plot --workdir runs/sinusoid_maml
+    jmeta data omniglot --data-dir ../shared/data/omniglot
     jmeta bench sinusoid-maml --peer l2l
 """
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py"}
+PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py", "omniglot-maml": "peers_torch.py"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,16 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     plot = commands.add_parser("plot", help="learning curves (and the sinusoid figure) of a workdir as PNG")
     plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
 
+    data = commands.add_parser("data", help="prepare a few-shot data set (cached) and print its summary")
+    data.add_argument("name", help="omniglot, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits or iris")
+    data.add_argument("--data-dir", help="folder holding the data (omniglot: the two official zips)")
+    data.add_argument("--split", help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official")
+
     bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
     bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
-    bench.add_argument("--steps", type=int, default=1000, help="timed meta-steps (after one warm-up)")
+    bench.add_argument(
+        "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 5 omniglot)"
+    )
     bench.add_argument("--batching", default="auto", help="auto, vmap, map or unroll")
     bench.add_argument(
         "--steps-per-call",
         type=int,
-        default=100,
-        help="meta-steps fused into one compiled call, as `jmeta train` runs them (the last line); "
-        "the figure for one `trainer.step` call per meta-step is printed too",
+        help="meta-steps fused into one compiled call, as `jmeta train` runs them (the last line; default: 100 "
+        "for sinusoid, 1 for omniglot); the figure for one `trainer.step` call per meta-step is printed too",
     )
     bench.add_argument(
         "--peer",
@@ -64,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if takes_overrides:
         args.overrides += extra  # key=value overrides may also follow --workdir
     try:
-        return {"train": _train, "eval": _eval, "plot": _plot, "bench": _bench}[args.command](args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as error:
+        commands_run = {"train": _train, "eval": _eval, "plot": _plot, "data": _data, "bench": _bench}
+        return commands_run[args.command](args)
+    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -99,13 +107,22 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from jmeta import data
+
+    options = {"split": args.split} if args.split else {}
+    print(data.summary(data.load(args.name, args.data_dir, **options)))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from jmeta import bench
 
+    default_steps, default_per_call = bench.DEFAULTS[args.name]
+    steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
     results = [
-        bench.run(args.name, steps=args.steps, steps_per_call=k, batching=args.batching)
-        for k in sorted({1, args.steps_per_call})
+        bench.run(args.name, steps=steps, steps_per_call=k, batching=args.batching) for k in sorted({1, per_call})
     ]
     for result in results:
         print(

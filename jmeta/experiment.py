@@ -26,7 +26,7 @@ import optax
 from jmeta import losses
 from jmeta.learners import Learner, fomaml, maml
 from jmeta.learners.base import LossFn
-from jmeta.models import MLP
+from jmeta.models import MLP, Conv4
 from jmeta.nn import Model, from_linen
 from jmeta.tasks import SinusoidSampler, Task
 from jmeta.validation import one_of, positive_float, positive_int
@@ -116,6 +116,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         )
     positive_float("meta_lr", config.meta_lr)
     one_of("task", config.task, tuple(TASK_FAMILIES))
+    one_of("model", config.model, tuple(MODELS))
     one_of("learner", config.learner, tuple(LEARNERS))
     family = TASK_FAMILIES[config.task](config)
     model = MODELS[config.model](config, family)
@@ -130,8 +131,57 @@ def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
     return TaskFamily(train, test, test, jnp.zeros((1, 1)), losses.mse, {})
 
 
+def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
+    """N-way K-shot classification episodes from a few-shot data set's train, val and test classes."""
+    from jmeta.data import load
+    from jmeta.tasks.episodes import make_episode_sampler
+
+    options = {"split": config.split} if config.get("split") else {}
+    data = load(config.task, config.data_dir or None, **options)
+    if "val" not in data.splits:
+        raise ValueError(
+            f"{config.task} split {config.get('split')!r} has no validation classes ({sorted(data.splits)}); "
+            "choose a split with one (for Omniglot: split=vinyals or split=maml)."
+        )
+    train = make_episode_sampler(data["train"], config.ways, config.shots, config.queries)
+    val = make_episode_sampler(data["val"], config.ways, config.eval_shots, config.eval_queries)
+    test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
+    example = jnp.zeros((1, *data["train"].input_shape))
+    return TaskFamily(train, val, test, example, losses.cross_entropy, {"accuracy": losses.accuracy})
+
+
+def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_collections.ConfigDict:
+    """Defaults shared by the few-shot image configs in ``experiments/`` (each sets its paper's values).
+
+    Example::
+
+        >>> config = few_shot_config("omniglot", "maml", ways=5, shots=1)
+        >>> config.val_metric
+        'accuracy'
+    """
+    config = ml_collections.ConfigDict()
+    config.task, config.learner, config.split = task, learner, "vinyals"
+    config.data_dir = ""  # a folder holding the data set; "" = TFDS where the data set has a TFDS builder
+    config.model, config.hidden, config.downsample, config.pool = "conv4", 64, "stride", "flatten"
+    config.batch_norm = "batch statistics in every pass, also at test (transductive), as MAML's code"
+    config.ways, config.shots, config.queries = ways, shots, shots
+    config.eval_shots, config.eval_queries = shots, shots
+    config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (3,)
+    config.meta_batch, config.meta_lr, config.steps, config.seed = 32, 1e-3, 60_000, 0
+    config.batching = "auto"
+    config.log_every, config.val_every, config.val_tasks, config.val_metric = 100, 1000, 100, "accuracy"
+    config.eval_tasks = 600
+    config.published, config.published_source = {}, ""
+    return config
+
+
 def mlp_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
     return from_linen(MLP((*config.hidden, config.outputs)), family.example_input)
+
+
+def conv4_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
+    module = Conv4(num_classes=config.ways, hidden=config.hidden, downsample=config.downsample, pool=config.pool)
+    return from_linen(module, family.example_input)
 
 
 def gradient_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> Learner:
@@ -140,8 +190,14 @@ def gradient_learner(config: ml_collections.ConfigDict, model: Model, family: Ta
     return build_learner(model, family.loss, inner_lr=config.inner_lr, steps=config.inner_steps, metrics=family.metrics)
 
 
-TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {"sinusoid": sinusoid_family}
-MODELS: dict[str, Callable[[ml_collections.ConfigDict, TaskFamily], Model]] = {"mlp": mlp_model}
+TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {
+    "sinusoid": sinusoid_family,
+    **{
+        name: episodic_family
+        for name in ("omniglot", "mini-imagenet", "cifar-fs", "fc100", "mnist", "cifar10", "digits")
+    },
+}
+MODELS: dict[str, Callable[[ml_collections.ConfigDict, TaskFamily], Model]] = {"mlp": mlp_model, "conv4": conv4_model}
 LEARNERS: dict[str, Callable[[ml_collections.ConfigDict, Model, TaskFamily], Learner]] = {
     "maml": gradient_learner,
     "fomaml": gradient_learner,

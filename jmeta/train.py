@@ -262,9 +262,11 @@ def meta_test(
     )
     return {
         "protocol": {
+            "task": config.task,
+            "ways": config.get("ways"),
             "tasks": config.eval_tasks,
             "shots": config.eval_shots,
-            "queries_per_task": config.eval_queries,
+            "queries_per_task": config.eval_queries * (config.get("ways") or 1),
             "inner_steps": list(config.eval_steps),
             "inner_lr": config.inner_lr,
             "batch_norm": config.get("batch_norm", "none"),
@@ -290,7 +292,7 @@ def format_results(results: dict[str, Any]) -> str:
     protocol = results["protocol"]
     lines.append(
         f"protocol: {protocol['tasks']} test tasks, {protocol['shots']}-shot, {protocol['queries_per_task']} "
-        f"queries each, inner lr {protocol['inner_lr']}, {protocol['checkpoint']}; "
+        f"query points per task, inner lr {protocol['inner_lr']}, {protocol['checkpoint']}; "
         f"published: {results['published_source']}"
     )
     return "\n".join(lines)

@@ -203,3 +203,24 @@ def test_bad_inputs_raise() -> None:
         jax.eval_shape(Conv4(num_classes=5).init, KEY, jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8))
     with pytest.raises(ValueError, match="at least 16 to be max-pooled 4 times; got 8x8"):
         shapes(ResNet12(channels=(4, 4, 4, 4)), (1, 8, 8, 3))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patch_convolution_equals_flax_convolution_with_the_same_parameters(stride):
+    from flax import linen
+
+    from jmeta.models.layers import PatchConv
+
+    x = jax.random.normal(jax.random.key(0), (3, 13, 11, 4))
+    variables = PatchConv(6, strides=stride).init(jax.random.key(1), x)
+    native = linen.Conv(6, (3, 3), strides=stride, padding=1).apply(variables, x)
+    np.testing.assert_allclose(PatchConv(6, strides=stride).apply(variables, x), native, rtol=1e-5, atol=1e-5)
+
+
+def test_conv4_gives_the_same_logits_with_either_convolution():
+    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    variables = Conv4(num_classes=5, conv="xla").init(jax.random.key(1), x)
+    outputs = [
+        Conv4(num_classes=5, conv=conv).apply(variables, x, mutable=["batch_stats"])[0] for conv in ("xla", "patches")
+    ]
+    np.testing.assert_allclose(*outputs, rtol=1e-4, atol=1e-5)

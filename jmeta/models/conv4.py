@@ -14,10 +14,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jmeta.models.layers import PatchConv
 from jmeta.validation import one_of, positive_float, positive_int
 
 DOWNSAMPLES = ("stride", "maxpool")
 POOLS = ("mean", "flatten")
+CONVS = ("auto", "xla", "patches")
 
 
 class Conv4(nn.Module):
@@ -40,6 +42,10 @@ class Conv4(nn.Module):
         bn_momentum: decay of the running statistics, ``running = momentum * running + (1 - momentum) *
             batch``; 0.9 matches PyTorch's ``BatchNorm2d(momentum=0.1)``.
         bn_epsilon: added to the variance before normalising; 1e-5 matches PyTorch.
+        conv: how convolutions are computed: ``"xla"`` (``flax.linen.Conv``), ``"patches"``
+            (``jmeta.models.layers.PatchConv``, a matrix product over patches, which ``vmap`` over tasks turns
+            into batched matrix products rather than grouped convolutions) or ``"auto"``: patches on CPU,
+            XLA's convolution elsewhere. The parameters are the same either way.
 
     With ``use_running_average=False`` the running statistics are still updated, so ``apply`` must be
     called with ``mutable=["batch_stats"]`` (the updated statistics can be discarded).
@@ -67,12 +73,14 @@ class Conv4(nn.Module):
     use_running_average: bool = False
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         positive_int("num_classes", self.num_classes)
         positive_int("hidden", self.hidden)
         one_of("downsample", self.downsample, DOWNSAMPLES)
         one_of("pool", self.pool, POOLS)
+        one_of("conv", self.conv, CONVS)
         check_batch_norm(self.use_running_average, self.bn_momentum, self.bn_epsilon)
         super().__post_init__()
 
@@ -81,8 +89,12 @@ class Conv4(nn.Module):
         """Logits ``(batch, num_classes)`` for images ``x`` of shape ``(batch, height, width, channels)``."""
         check_images(x, halvings=4 if self.downsample == "maxpool" else 0)
         stride = 2 if self.downsample == "stride" else 1
+        use_patches = self.conv == "patches" or (self.conv == "auto" and jax.default_backend() == "cpu")
         for block in range(4):
-            x = nn.Conv(self.hidden, (3, 3), strides=stride, padding=1, name=f"conv{block}")(x)
+            if use_patches:
+                x = PatchConv(self.hidden, kernel_size=3, strides=stride, padding=1, name=f"conv{block}")(x)
+            else:
+                x = nn.Conv(self.hidden, (3, 3), strides=stride, padding=1, name=f"conv{block}")(x)
             x = nn.BatchNorm(
                 use_running_average=self.use_running_average,
                 momentum=self.bn_momentum,

@@ -1,0 +1,18 @@
+"""MAML, Omniglot 20-way 1-shot (Finn et al. 2017, Table 1; settings from sec. 5.2 and the MAML code).
+
+Five inner SGD steps of 0.1 during meta-training and at test; meta-batch 16; otherwise as omniglot_maml.py.
+
+Run: jmeta train experiments/omniglot_maml_20w1s.py --workdir runs/omniglot_maml_20w1s
+"""
+
+from jmeta.experiment import few_shot_config
+
+
+def get_config():
+    config = few_shot_config("omniglot", "maml", ways=20, shots=1)
+    config.data_dir = "../shared/data/omniglot"
+    config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
+    config.meta_batch = 16
+    config.published = {"5": 0.958}
+    config.published_source = "Finn et al. 2017, Table 1 (MAML, Omniglot 20-way 1-shot: 95.8 ± 0.3%)"
+    return config
