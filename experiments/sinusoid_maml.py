@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = "mlp"
     config.hidden = (40, 40)  # MLP 1-40-40-1, ReLU
     config.outputs = 1
+    config.init_std = 0.01  # truncated-normal weights, as MAML's reference code
     config.inner_lr = 0.01
     config.inner_steps = 1
     config.shots = 10  # K=10 during meta-training

@@ -176,7 +176,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
 
 
 def mlp_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
-    return from_linen(MLP((*config.hidden, config.outputs)), family.example_input)
+    return from_linen(MLP((*config.hidden, config.outputs), init_std=config.get("init_std")), family.example_input)
 
 
 def conv4_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:

@@ -218,8 +218,10 @@ def check_finite(metrics: dict[str, np.ndarray], first_step: int, checkpoints: C
 def validate(
     config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, key: jax.Array
 ) -> dict[str, float]:
-    """Query metrics on ``config.val_tasks`` validation tasks after ``max(config.eval_steps)`` inner steps."""
-    steps = max(config.eval_steps)
+    """Query metrics on ``config.val_tasks`` validation tasks after ``config.inner_steps`` inner steps: the
+    objective being meta-trained. (More steps than were trained can diverge on a few tasks, and such
+    outliers would then decide which checkpoint is kept.)"""
+    steps = config.inner_steps
     estimates = evaluate(
         experiment.learner,
         state.params,

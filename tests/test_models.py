@@ -224,3 +224,13 @@ def test_conv4_gives_the_same_logits_with_either_convolution():
         Conv4(num_classes=5, conv=conv).apply(variables, x, mutable=["batch_stats"])[0] for conv in ("xla", "patches")
     ]
     np.testing.assert_allclose(*outputs, rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_init_std_draws_truncated_normal_weights_as_maml_code():
+    from jmeta.models import MLP
+
+    params = MLP((200, 1), init_std=0.01).init(jax.random.key(0), jnp.zeros((1, 50)))["params"]
+    kernel = np.asarray(params["Dense_0"]["kernel"])
+    assert np.abs(kernel).max() <= 0.02 + 1e-7  # truncated at two standard deviations
+    assert 0.007 < kernel.std() < 0.0095  # a normal truncated at 2 std has std ~0.88 of the untruncated
+    np.testing.assert_array_equal(params["Dense_0"]["bias"], 0.0)

@@ -11,6 +11,9 @@ from flax import linen
 class MLP(linen.Module):
     """Dense layers of the given widths with ReLU between them (none after the last).
 
+    Weights start from Flax's LeCun normal, or, with ``init_std``, from a normal truncated at two standard
+    deviations with that std, as MAML's reference code does (std 0.01); biases start at zero.
+
     Example::
 
         >>> import jax, jax.numpy as jnp
@@ -21,12 +24,18 @@ class MLP(linen.Module):
     """
 
     features: Sequence[int]
+    init_std: float | None = None
 
     @linen.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
+        kernel_init = (
+            linen.initializers.lecun_normal()
+            if self.init_std is None
+            else linen.initializers.truncated_normal(self.init_std)
+        )
         for i, width in enumerate(self.features):
-            x = linen.Dense(width)(x)
+            x = linen.Dense(width, kernel_init=kernel_init)(x)
             if i < len(self.features) - 1:
                 x = linen.relu(x)
         return x
