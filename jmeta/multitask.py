@@ -1,0 +1,331 @@
+"""Multi-task learning of a shared representation, then a new head per new task (source article
+``002_f30f3d58d6380daa.txt``, "shared knowledge"; the design of Caruana 1997, "Multitask Learning").
+
+Training: the training classes are dealt, once, into fixed *groups* of ``num_classes`` classes; each
+group is a training task with its own linear head, and every head sits on one shared trunk. A batch
+holds points of several groups, each scored by its own head, and one optimiser step (any optax
+optimiser) updates the trunk and the heads of those groups together.
+
+Test: the trunk is frozen. For a new few-shot task, a fresh linear head (zeros) is fitted to the trunk's
+features of the support set by ``head_steps`` steps of full-batch gradient descent on the cross-entropy
+(multinomial logistic regression); its first step from zeros already points each class's weights
+along its mean feature vector minus the overall mean. The query set is scored by trunk and head.
+
+:func:`multitask` returns the pure functions of both phases. Its ``learner`` is the test phase as a
+``jmeta.Learner`` (``adapt`` fits a head; ``steps`` counts head steps, and 0 leaves the zero head), so
+``jmeta.evaluate(mt.learner, state.params.trunk, state.model_state, episodes, key, steps=(...,))``
+gives meta-test accuracy with confidence intervals. Its ``task_loss`` is differentiable with respect
+to the trunk, through the head fitting.
+
+Example::
+
+    >>> import jax, jax.numpy as jnp, optax, jmeta
+    >>> from jmeta.models.ports import SharedTrunk002
+    >>> x = jnp.zeros((1, 28, 28, 1))
+    >>> trunk = jmeta.from_linen(SharedTrunk002(), x)
+    >>> mt = multitask(trunk, x, num_heads=10, num_classes=5, optimizer=optax.adam(1e-3))
+    >>> state = mt.init(jax.random.key(0))
+    >>> state.params.heads.kernel.shape
+    (10, 64, 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jmeta import losses
+from jmeta.data.dataset import ClassArrays, ClassDataset
+from jmeta.learners.base import Learner, TaskOutput, call_apply, query_metrics, steps_or_default
+from jmeta.nn import Model, PyTree, check_model
+from jmeta.tasks.task import Task
+from jmeta.validation import positive_float, positive_int
+
+
+class Head(NamedTuple):
+    """A linear classifier ``features @ kernel + bias``; a stack of heads has a leading head axis."""
+
+    kernel: jax.Array  # (..., features, classes)
+    bias: jax.Array  # (..., classes)
+
+
+class MultitaskParams(NamedTuple):
+    """The shared trunk's parameters and the stacked heads of the training groups."""
+
+    trunk: PyTree
+    heads: Head
+
+
+class MultitaskState(NamedTuple):
+    """Everything multi-task training carries from one step to the next."""
+
+    step: jax.Array
+    params: MultitaskParams
+    model_state: PyTree
+    opt_state: optax.OptState
+
+
+class GroupBatch(NamedTuple):
+    """Training points of several groups: ``group`` ``(batch,)`` says which head scores each row;
+    ``x`` ``(batch, points, *input_shape)``; ``y`` ``(batch, points)`` labels within the group."""
+
+    group: jax.Array
+    x: jax.Array
+    y: jax.Array
+
+
+class Adapted(NamedTuple):
+    """The task parameters of :attr:`Multitask.learner`: the frozen trunk and the head fitted to a task."""
+
+    trunk: PyTree
+    head: Head
+
+
+class Multitask(NamedTuple):
+    """The pure functions of multi-task training and few-shot testing (see :func:`multitask`)."""
+
+    init: Callable[[jax.Array], MultitaskState]
+    step: Callable[[MultitaskState, GroupBatch], tuple[MultitaskState, dict[str, jax.Array]]]
+    fit_head: Callable[..., Head]
+    predict: Callable[[PyTree, PyTree, Head, jax.Array], jax.Array]
+    learner: Learner
+
+
+def multitask(
+    trunk: Model,
+    example_x: jax.Array,
+    *,
+    num_heads: int,
+    num_classes: int,
+    optimizer: optax.GradientTransformation,
+    ways: int | None = None,
+    head_steps: int = 100,
+    head_lr: float = 0.1,
+    feature_scale: float | None = None,
+) -> Multitask:
+    """Builds multi-task training of ``trunk`` with ``num_heads`` heads of ``num_classes`` classes, and
+    few-shot testing with heads of ``ways`` classes (default ``num_classes``) fitted on frozen features.
+
+    ``trunk`` maps a batch ``(points, *input_shape)`` to features ``(points, features)``, e.g.
+    ``jmeta.from_linen(SharedTrunk002(), example_x)``; ``example_x`` is a batch of one input, used to
+    find the feature width. ``head_steps`` and ``head_lr`` set the gradient descent that fits a test
+    head. With ``feature_scale=s`` the trunk's features are divided by their L2 norm and multiplied by
+    ``s`` before every head, in training and at test, so that heads score cosine similarities (the
+    cosine classifier of Gidaris & Komodakis 2018 and of "Baseline++" in Chen et al. 2019).
+
+    Returns a :class:`Multitask` of pure functions:
+
+    * ``init(key) -> MultitaskState`` (heads start at zero);
+    * ``step(state, batch) -> (state, metrics)``: one jit-compiled optimiser step on a
+      :class:`GroupBatch` (``metrics``: ``loss``, ``accuracy``); it donates ``state``'s buffers;
+    * ``fit_head(trunk_params, model_state, support_x, support_y, steps=None) -> Head``;
+    * ``predict(trunk_params, model_state, head, x) -> logits``;
+    * ``learner``: the test phase as a ``jmeta.Learner`` (meta-parameters: the trunk's).
+
+    Example::
+
+        >>> import jax.numpy as jnp, optax, jmeta
+        >>> trunk = jmeta.from_linen(jmeta.models.MLP((32, 16)), jnp.zeros((1, 4)))
+        >>> mt = multitask(trunk, jnp.zeros((1, 4)), num_heads=3, num_classes=2, optimizer=optax.sgd(0.1))
+    """
+    trunk = check_model(trunk, "trunk")
+    num_heads = positive_int("num_heads", num_heads)
+    num_classes = positive_int("num_classes", num_classes)
+    ways = num_classes if ways is None else positive_int("ways", ways)
+    default_head_steps = positive_int("head_steps", head_steps, allow_zero=True)
+    head_lr = positive_float("head_lr", head_lr)
+    if feature_scale is not None:
+        feature_scale = positive_float("feature_scale", feature_scale)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
+    example_x = jnp.asarray(example_x)
+
+    def features_of(trunk_params: PyTree, model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+        features, new_state = call_apply(trunk.apply, trunk_params, model_state, x)
+        if features.ndim != 2:
+            raise ValueError(
+                f"trunk must return features of shape (points, features); got shape {features.shape}. Flatten "
+                "or pool its output, or use a trunk without a classifier head (e.g. SharedTrunk002())."
+            )
+        if feature_scale is not None:
+            # rsqrt(|f|^2 + eps) rather than 1 / |f|: finite gradients for an all-zero (dead ReLU) feature vector
+            features = feature_scale * features * jax.lax.rsqrt(jnp.sum(features**2, -1, keepdims=True) + 1e-12)
+        return features, new_state
+
+    def init(key: jax.Array) -> MultitaskState:
+        trunk_params, model_state = trunk.init(key)
+        features = jax.eval_shape(features_of, trunk_params, model_state, example_x)[0].shape[-1]
+        heads = Head(jnp.zeros((num_heads, features, num_classes)), jnp.zeros((num_heads, num_classes)))
+        params = MultitaskParams(trunk_params, heads)
+        return MultitaskState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
+
+    def batch_loss(
+        params: MultitaskParams, model_state: PyTree, batch: GroupBatch
+    ) -> tuple[jax.Array, tuple[PyTree, dict[str, jax.Array]]]:
+        tasks, points = batch.y.shape
+        flat_x = batch.x.reshape(tasks * points, *batch.x.shape[2:])
+        features, new_state = features_of(params.trunk, model_state, flat_x)
+        features = features.reshape(tasks, points, -1)
+        heads = jax.tree.map(lambda a: a[batch.group], params.heads)
+        logits = jnp.einsum("tpf,tfc->tpc", features, heads.kernel) + heads.bias[:, None]
+        logits, labels = logits.reshape(tasks * points, -1), batch.y.reshape(-1)
+        loss = losses.cross_entropy(logits, labels)
+        return loss, (new_state, {"loss": loss, "accuracy": losses.accuracy(logits, labels)})
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def compiled_step(state: MultitaskState, batch: GroupBatch) -> tuple[MultitaskState, dict[str, jax.Array]]:
+        grads, (model_state, metrics) = jax.grad(batch_loss, has_aux=True)(state.params, state.model_state, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return MultitaskState(state.step + 1, params, model_state, opt_state), metrics
+
+    def step(state: MultitaskState, batch: GroupBatch) -> tuple[MultitaskState, dict[str, jax.Array]]:
+        check_group_batch(batch, num_heads)
+        return compiled_step(state, batch)
+
+    def fit_head(
+        trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None
+    ) -> Head:
+        features, _ = features_of(trunk_params, model_state, x)
+        targets = jax.nn.one_hot(y, ways)
+
+        def gradient_step(head: Head, _: None) -> tuple[Head, None]:
+            probabilities = jax.nn.softmax(features @ head.kernel + head.bias)
+            error = (probabilities - targets) / features.shape[0]  # d(mean cross-entropy) / d(logits)
+            return Head(head.kernel - head_lr * features.T @ error, head.bias - head_lr * error.sum(0)), None
+
+        zero = Head(jnp.zeros((features.shape[-1], ways), features.dtype), jnp.zeros((ways,), features.dtype))
+        head, _ = jax.lax.scan(gradient_step, zero, length=steps_or_default(steps, default_head_steps))
+        return head
+
+    def predict(trunk_params: PyTree, model_state: PyTree, head: Head, x: jax.Array) -> jax.Array:
+        features, _ = features_of(trunk_params, model_state, x)
+        return features @ head.kernel + head.bias
+
+    def adapt(trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
+        return Adapted(trunk_params, fit_head(trunk_params, model_state, x, y, steps))
+
+    def learner_predict(adapted: Adapted, model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+        return predict(adapted.trunk, model_state, adapted.head, x), model_state
+
+    def task_loss(
+        trunk_params: PyTree, model_state: PyTree, task: Task, steps: int | None = None
+    ) -> tuple[jax.Array, TaskOutput]:
+        logits, _ = learner_predict(adapt(trunk_params, model_state, task.support_x, task.support_y, steps),
+                                    model_state, task.query_x)
+        loss, values = query_metrics(losses.cross_entropy, {"accuracy": losses.accuracy}, logits, task.query_y)
+        return loss, TaskOutput(values, model_state)
+
+    learner = Learner(init=trunk.init, adapt=adapt, predict=learner_predict, task_loss=task_loss)
+    return Multitask(init=init, step=step, fit_head=fit_head, predict=predict, learner=learner)
+
+
+def check_group_batch(batch: GroupBatch, num_heads: int) -> None:
+    """Raises, before tracing, unless ``batch`` is a :class:`GroupBatch` of consistent shapes.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> check_group_batch(GroupBatch(jnp.zeros(2, int), jnp.zeros((2, 4, 1)), jnp.zeros((2, 3), int)), 5)
+        Traceback (most recent call last):
+        ValueError: batch.x and batch.y must have the same number of points (axis 1); got (2, 4, 1) and (2, 3).
+    """
+    if not isinstance(batch, GroupBatch):
+        raise TypeError(f"batch must be a jmeta.multitask.GroupBatch; got {type(batch).__name__}.")
+    group, x, y = (jnp.shape(a) for a in batch)
+    if len(group) != 1 or len(y) != 2 or len(x) < 3 or not group[0] == x[0] == y[0]:
+        raise ValueError(
+            "batch.group, batch.x and batch.y must have the same number of rows (axis 0); got shapes "
+            f"{group}, {x} and {y}."
+        )
+    if x[1] != y[1]:
+        raise ValueError(f"batch.x and batch.y must have the same number of points (axis 1); got {x} and {y}.")
+    if not isinstance(batch.group, jax.core.Tracer) and np.any(np.asarray(batch.group) >= num_heads):
+        raise ValueError(f"batch.group must hold head indices below num_heads={num_heads}; got {batch.group}.")
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["arrays", "groups"], meta_fields=["examples"]
+)
+@dataclasses.dataclass(frozen=True, eq=False)
+class GroupSampler:
+    """Draws :class:`GroupBatch` es: ``sampler(key, num_groups) -> GroupBatch``, ``num_groups`` groups
+    drawn uniformly with replacement and ``examples`` distinct examples of each of a group's classes.
+
+    Row ``g`` of ``groups`` lists group ``g``'s classes; a point's label is its class's position in that
+    row. Images stored as uint8 come out scaled to [0, 1]. Build it with :func:`make_group_sampler`; it is
+    a pytree, so pass it into your jitted code as an argument.
+
+    Example::
+
+        >>> import jax, numpy as np
+        >>> ds = ClassDataset(np.zeros((12, 2, 2, 1), np.uint8), np.repeat(np.arange(4), 3), "abcd")
+        >>> batch = make_group_sampler(ds, classes_per_group=2, examples=3)(jax.random.key(0), 5)
+        >>> batch.x.shape, batch.y.shape
+        ((5, 6, 2, 2, 1), (5, 6))
+    """
+
+    arrays: ClassArrays
+    groups: jax.Array
+    examples: int
+
+    @property
+    def num_groups(self) -> int:
+        """The number of groups, i.e. of training heads."""
+        return self.groups.shape[0]
+
+    def __call__(self, key: jax.Array, num_groups: int) -> GroupBatch:
+        return _sample_groups(self, key, positive_int("num_groups", num_groups))
+
+
+def make_group_sampler(dataset: ClassDataset, classes_per_group: int, examples: int, seed: int = 0) -> GroupSampler:
+    """Deals ``dataset``'s classes at random (``seed``) into ``num_classes // classes_per_group`` fixed
+    groups (the remainder is left out) and returns their sampler.
+
+    Example::
+
+        >>> import numpy as np
+        >>> ds = ClassDataset(np.zeros((10, 3), np.float32), np.repeat(np.arange(5), 2), "abcde")
+        >>> make_group_sampler(ds, classes_per_group=2, examples=1).num_groups
+        2
+    """
+    if not isinstance(dataset, ClassDataset):
+        raise TypeError(f"dataset must be a jmeta.data.ClassDataset; got {type(dataset).__name__}.")
+    classes_per_group = positive_int("classes_per_group", classes_per_group)
+    examples = positive_int("examples", examples)
+    seed = positive_int("seed", seed, allow_zero=True)
+    if classes_per_group > dataset.num_classes:
+        raise ValueError(
+            f"classes_per_group must be at most the number of classes ({dataset.num_classes}); got {classes_per_group}."
+        )
+    if examples > dataset.counts.min():
+        raise ValueError(
+            f"examples must be at most the number of examples in the smallest class ({dataset.counts.min()}); "
+            f"got {examples}."
+        )
+    num_groups = dataset.num_classes // classes_per_group
+    order = np.random.default_rng(seed).permutation(dataset.num_classes)[: num_groups * classes_per_group]
+    return GroupSampler(dataset.device_arrays(), jnp.asarray(order.reshape(num_groups, classes_per_group)), examples)
+
+
+@functools.partial(jax.jit, static_argnames="num_groups")
+def _sample_groups(sampler: GroupSampler, key: jax.Array, num_groups: int) -> GroupBatch:
+    images, index = sampler.arrays
+    group_key, example_key = jax.random.split(key)
+    group = jax.random.randint(group_key, (num_groups,), 0, sampler.num_groups)
+    rows = index[sampler.groups[group]]  # (num_groups, classes, max_count), -1 past each class's count
+    scores = jnp.where(rows >= 0, jax.random.uniform(example_key, rows.shape), -1.0)
+    _, picks = jax.lax.top_k(scores, sampler.examples)
+    x = images[jnp.take_along_axis(rows, picks, axis=-1)]  # (num_groups, classes, examples, *input_shape)
+    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+    classes = rows.shape[1]
+    y = jnp.broadcast_to(jnp.arange(classes, dtype=jnp.int32)[:, None], (num_groups, classes, sampler.examples))
+    points = classes * sampler.examples
+    return GroupBatch(group, x.reshape(num_groups, points, *images.shape[1:]), y.reshape(num_groups, points))

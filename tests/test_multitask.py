@@ -1,0 +1,147 @@
+"""Multi-task shared representation: the group sampler, per-group heads, head fitting, learning a trunk that
+transfers to unseen classes on synthetic data, argument errors, and a smoke run on real Omniglot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jmeta
+from jmeta.data.dataset import ClassDataset
+from jmeta.models.ports import SharedTrunk002
+from jmeta.multitask import GroupBatch, make_group_sampler, multitask
+from jmeta.tasks.episodes import make_episode_sampler
+
+OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot", Path("/work/shared/data/omniglot"))
+OMNIGLOT = next((d for d in OMNIGLOT_DIRS if (d / "images_background.zip").is_file()), None)
+SIGNAL, NOISE = 4, 28
+
+
+def blobs(num_classes: int, per_class: int, seed: int) -> ClassDataset:
+    """Classes whose means differ in SIGNAL dimensions only, drowned in NOISE dimensions of larger noise:
+    a trunk helps only once it has learnt which dimensions to read."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=2.0, size=(num_classes, 1, SIGNAL))
+    signal = means + 0.5 * rng.normal(size=(num_classes, per_class, SIGNAL))
+    noise = 3.0 * rng.normal(size=(num_classes, per_class, NOISE))
+    x = np.concatenate([signal, noise], -1).reshape(-1, SIGNAL + NOISE).astype(np.float32)
+    return ClassDataset(x, np.repeat(np.arange(num_classes), per_class), tuple(f"c{i}" for i in range(num_classes)))
+
+
+def mlp_trunk():
+    x = jnp.zeros((1, SIGNAL + NOISE))
+    return jmeta.from_linen(jmeta.models.MLP((32, 16)), x), x
+
+
+def test_group_sampler_keeps_each_groups_classes_and_labels_fixed():
+    # Every example of class c is the number c, so a point's value names its class.
+    ds = ClassDataset(np.repeat(np.arange(7, dtype=np.float32), 4)[:, None], np.repeat(np.arange(7), 4), "abcdefg")
+    sampler = make_group_sampler(ds, classes_per_group=3, examples=2, seed=1)
+    assert sampler.num_groups == 2 and len(set(np.asarray(sampler.groups).ravel())) == 6
+    batch = sampler(jax.random.key(0), 50)
+    assert batch.x.shape == (50, 6, 1) and batch.y.shape == (50, 6)
+    classes = np.asarray(sampler.groups)[np.asarray(batch.group)[:, None], np.asarray(batch.y)]
+    np.testing.assert_array_equal(np.asarray(batch.x)[..., 0], classes)
+    assert set(np.asarray(batch.group).tolist()) == {0, 1}
+
+
+def test_step_updates_only_the_heads_of_the_groups_in_the_batch():
+    trunk, x = mlp_trunk()
+    mt = multitask(trunk, x, num_heads=4, num_classes=2, optimizer=optax.sgd(0.1))
+    state = mt.init(jax.random.key(0))
+    points = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, SIGNAL + NOISE)), jnp.float32)
+    batch = GroupBatch(jnp.array([1, 3]), points, jnp.array([[0, 1, 0, 1]] * 2))
+    state, metrics = mt.step(state, batch)
+    moved = np.abs(np.asarray(state.params.heads.kernel)).sum(axis=(1, 2)) > 0
+    assert moved.tolist() == [False, True, False, True]
+    assert int(state.step) == 1 and np.isclose(float(metrics["loss"]), np.log(2), atol=1e-6)
+
+
+def test_fit_head_separates_the_support_set_and_zero_steps_is_the_zero_head():
+    trunk, x = mlp_trunk()
+    mt = multitask(trunk, x, num_heads=1, num_classes=3, optimizer=optax.sgd(0.1), head_steps=200, head_lr=0.5)
+    params, state = trunk.init(jax.random.key(0))
+    support = jnp.asarray(np.random.default_rng(0).normal(size=(6, SIGNAL + NOISE)), jnp.float32)
+    labels = jnp.array([0, 0, 1, 1, 2, 2])
+    head = mt.fit_head(params, state, support, labels)
+    assert head.kernel.shape == (16, 3) and head.bias.shape == (3,)
+    np.testing.assert_array_equal(jnp.argmax(mt.predict(params, state, head, support), -1), labels)
+    zero = mt.fit_head(params, state, support, labels, steps=0)
+    assert not np.any(np.asarray(zero.kernel)) and not np.any(np.asarray(zero.bias))
+
+
+def test_trained_trunk_transfers_to_unseen_classes():
+    train, test = blobs(40, 20, seed=0), blobs(10, 20, seed=1)
+    trunk, x = mlp_trunk()
+    groups = make_group_sampler(train, classes_per_group=4, examples=5)
+    mt = multitask(trunk, x, num_heads=groups.num_groups, num_classes=4, optimizer=optax.adam(3e-3), ways=5,
+                   head_steps=20, head_lr=1.0, feature_scale=5.0)
+    state = mt.init(jax.random.key(0))
+    episodes = make_episode_sampler(test, ways=5, shots=1, queries=10)
+
+    def accuracy(state) -> float:
+        results = jmeta.evaluate(mt.learner, state.params.trunk, state.model_state, episodes, jax.random.key(2),
+                                 num_tasks=200, steps=(20,))
+        return results[20]["accuracy"].mean
+
+    before = accuracy(state)
+    for i in range(300):
+        state, _ = mt.step(state, groups(jax.random.fold_in(jax.random.key(1), i), 8))
+    after = accuracy(state)
+    assert after > before + 0.15 and after > 0.6, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_heads": 0}, "num_heads must be a positive integer"),
+        ({"head_lr": -1.0}, "head_lr must be a finite number > 0; got -1.0"),
+        ({"feature_scale": 0.0}, "feature_scale must be a finite number > 0"),
+        ({"optimizer": "adam"}, "optimizer must be an optax.GradientTransformation"),
+    ],
+)
+def test_argument_errors(kwargs, message):
+    trunk, x = mlp_trunk()
+    arguments = {"num_heads": 2, "num_classes": 2, "optimizer": optax.sgd(0.1), **kwargs}
+    with pytest.raises((ValueError, TypeError), match=message):
+        multitask(trunk, x, **arguments)
+
+
+def test_bad_batches_and_trunks_are_refused():
+    trunk, x = mlp_trunk()
+    mt = multitask(trunk, x, num_heads=2, num_classes=2, optimizer=optax.sgd(0.1))
+    state = mt.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="head indices below num_heads=2"):
+        mt.step(state, GroupBatch(jnp.array([2]), jnp.ones((1, 2, SIGNAL + NOISE)), jnp.zeros((1, 2), int)))
+    with pytest.raises(ValueError, match="same number of points"):
+        mt.step(state, GroupBatch(jnp.array([0]), jnp.ones((1, 3, SIGNAL + NOISE)), jnp.zeros((1, 2), int)))
+    images = jmeta.from_linen(jmeta.models.MLP((4,)), jnp.zeros((1, 3)))
+    not_flat = jmeta.Model(images.init, lambda p, s, x: (images.apply(p, s, x)[0][:, None], s))
+    with pytest.raises(ValueError, match=r"trunk must return features of shape \(points, features\)"):
+        multitask(not_flat, jnp.zeros((1, 3)), num_heads=1, num_classes=2, optimizer=optax.sgd(0.1)).init(
+            jax.random.key(0)
+        )
+    with pytest.raises(ValueError, match="examples must be at most"):
+        make_group_sampler(blobs(3, 4, 0), classes_per_group=2, examples=5)
+
+
+@pytest.mark.skipif(OMNIGLOT is None, reason=f"real Omniglot zips absent from {[str(d) for d in OMNIGLOT_DIRS]}")
+def test_omniglot_5_way_1_shot_beats_chance_after_short_training():
+    data = jmeta.data.load("omniglot", OMNIGLOT)
+    x = jnp.zeros((1, 28, 28, 1))
+    groups = make_group_sampler(data["train"], classes_per_group=5, examples=5)
+    mt = multitask(jmeta.from_linen(SharedTrunk002(), x), x, num_heads=groups.num_groups, num_classes=5,
+                   optimizer=optax.adam(1e-3), head_steps=10, head_lr=1.0, feature_scale=10.0)
+    state = mt.init(jax.random.key(0))
+    for i in range(600):
+        state, _ = mt.step(state, groups(jax.random.fold_in(jax.random.key(1), i), 16))
+    episodes = make_episode_sampler(data["test"], ways=5, shots=1, queries=15)
+    results = jmeta.evaluate(mt.learner, state.params.trunk, state.model_state, episodes, jax.random.key(2),
+                             num_tasks=300, steps=(10,))
+    accuracy = results[10]["accuracy"]
+    assert accuracy.mean - accuracy.ci95 > 0.45, accuracy
