@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands_run = {"train": _train, "eval": _eval, "plot": _plot, "data": _data, "bench": _bench}
         return commands_run[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
 

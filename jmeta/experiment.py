@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jmeta import losses
-from jmeta.learners import Learner, fomaml, maml
+from jmeta import learners, losses
+from jmeta.learners import Learner
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP, Conv4
 from jmeta.nn import Model, from_linen
@@ -118,10 +118,15 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     one_of("task", config.task, tuple(TASK_FAMILIES))
     one_of("model", config.model, tuple(MODELS))
     one_of("learner", config.learner, tuple(LEARNERS))
+    if config.learner != "protonet" and config.get("eval_ways", config.get("ways")) != config.get("ways"):
+        raise ValueError(
+            f"eval_ways ({config.eval_ways}) must equal ways ({config.ways}) for {config.learner}: its classifier "
+            "head has one output per way. Only protonet tests with other ways than it trains with."
+        )
     family = TASK_FAMILIES[config.task](config)
     model = MODELS[config.model](config, family)
-    learner = LEARNERS[config.learner](config, model, family)
-    return Experiment(family, learner, optax.adam(config.meta_lr))
+    learner, meta_optimizer = LEARNERS[config.learner](config, model, family)
+    return Experiment(family, learner, meta_optimizer)
 
 
 def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
@@ -144,8 +149,8 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
             "choose a split with one (for Omniglot: split=vinyals or split=maml)."
         )
     train = make_episode_sampler(data["train"], config.ways, config.shots, config.queries)
-    val = make_episode_sampler(data["val"], config.ways, config.eval_shots, config.eval_queries)
-    test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
+    val = make_episode_sampler(data["val"], config.eval_ways, config.eval_shots, config.eval_queries)
+    test = make_episode_sampler(data["test"], config.eval_ways, config.eval_shots, config.eval_queries)
     example = jnp.zeros((1, *data["train"].input_shape))
     return TaskFamily(train, val, test, example, losses.cross_entropy, {"accuracy": losses.accuracy})
 
@@ -164,7 +169,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     config.data_dir = ""  # a folder holding the data set; "" = TFDS where the data set has a TFDS builder
     config.model, config.hidden, config.downsample, config.pool = "conv4", 64, "stride", "flatten"
     config.batch_norm = "batch statistics in every pass, also at test (transductive), as MAML's code"
-    config.ways, config.shots, config.queries = ways, shots, shots
+    config.ways, config.eval_ways, config.shots, config.queries = ways, ways, shots, shots
     config.eval_shots, config.eval_queries = shots, shots
     config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (3,)
     config.meta_batch, config.meta_lr, config.steps, config.seed = 32, 1e-3, 60_000, 0
@@ -180,14 +185,94 @@ def mlp_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
 
 
 def conv4_model(config: ml_collections.ConfigDict, family: TaskFamily) -> Model:
-    module = Conv4(num_classes=config.ways, hidden=config.hidden, downsample=config.downsample, pool=config.pool)
+    """Conv-4 with one output per way, or without a head (an embedding) for ProtoNets."""
+    classes = None if config.learner == "protonet" else config.ways
+    module = Conv4(num_classes=classes, hidden=config.hidden, downsample=config.downsample, pool=config.pool)
     return from_linen(module, family.example_input)
 
 
-def gradient_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> Learner:
-    """MAML and first-order MAML, from ``inner_lr`` and ``inner_steps``."""
-    build_learner = {"maml": maml, "fomaml": fomaml}[config.learner]
-    return build_learner(model, family.loss, inner_lr=config.inner_lr, steps=config.inner_steps, metrics=family.metrics)
+LearnerBuild = tuple[Learner, optax.GradientTransformation]
+
+
+def maml_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """MAML and first-order MAML (``learner`` maml/fomaml), from ``inner_lr`` and ``inner_steps``."""
+    first_order = config.learner == "fomaml"
+    learner = learners.maml(
+        model, family.loss, config.inner_lr, config.inner_steps, first_order=first_order, metrics=family.metrics
+    )
+    return learner, optax.adam(config.meta_lr)
+
+
+def metasgd_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """Meta-SGD: per-parameter inner learning rates, initialised to ``inner_lr`` and meta-learned."""
+    learner = learners.metasgd(model, family.loss, config.inner_lr, config.inner_steps, metrics=family.metrics)
+    return learner, optax.adam(config.meta_lr)
+
+
+def anil_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """ANIL: only the parameters under the top-level name ``head`` (``config.head``) adapt."""
+    learner = learners.anil(
+        model,
+        family.loss,
+        lambda path: path[0] == config.head,
+        config.inner_lr,
+        config.inner_steps,
+        metrics=family.metrics,
+    )
+    return learner, optax.adam(config.meta_lr)
+
+
+def reptile_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """Reptile: inner Adam (beta1 = 0) with ``inner_lr``; meta step ``meta_lr`` annealed linearly to 0."""
+    learner = learners.reptile(
+        model,
+        family.loss,
+        config.inner_lr,
+        config.inner_steps,
+        transductive=config.transductive,
+        metrics=family.metrics,
+    )
+    return learner, learners.reptile_meta_optimizer(config.meta_lr, config.steps)
+
+
+def protonet_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """Prototypical Networks; ``ways`` (training) may exceed ``eval_ways``."""
+    ways = max(config.ways, config.eval_ways)
+    return learners.protonet(model, ways, family.loss, metrics=family.metrics), optax.adam(config.meta_lr)
+
+
+def imaml_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """iMAML: proximal inner loop (``lam``), implicit meta-gradient by ``cg_steps`` of conjugate gradient."""
+    learner = learners.imaml(
+        model,
+        family.loss,
+        config.inner_lr,
+        config.inner_steps,
+        lam=config.lam,
+        cg_steps=config.cg_steps,
+        metrics=family.metrics,
+    )
+    return learner, optax.adam(config.meta_lr)
+
+
+def mamlpp_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """MAML++, each part from the config: ``msl_steps``, ``first_order_steps``, ``lslr``, ``bnwb``, ``bnrs``,
+    ``cosine`` (cosine annealing of ``meta_lr`` over ``steps``)."""
+    learner = learners.mamlpp(
+        model,
+        family.loss,
+        config.inner_lr,
+        config.inner_steps,
+        msl_steps=config.msl_steps,
+        first_order_steps=config.first_order_steps,
+        lslr=config.lslr,
+        bnwb=config.bnwb,
+        bnrs=config.bnrs,
+        metrics=family.metrics,
+    )
+    if config.cosine:
+        return learner, learners.mamlpp_meta_optimizer(config.meta_lr, config.steps)
+    return learner, optax.adam(config.meta_lr)
 
 
 TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {
@@ -198,9 +283,15 @@ TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {
     },
 }
 MODELS: dict[str, Callable[[ml_collections.ConfigDict, TaskFamily], Model]] = {"mlp": mlp_model, "conv4": conv4_model}
-LEARNERS: dict[str, Callable[[ml_collections.ConfigDict, Model, TaskFamily], Learner]] = {
-    "maml": gradient_learner,
-    "fomaml": gradient_learner,
+LEARNERS: dict[str, Callable[[ml_collections.ConfigDict, Model, TaskFamily], LearnerBuild]] = {
+    "maml": maml_learner,
+    "fomaml": maml_learner,
+    "mamlpp": mamlpp_learner,
+    "metasgd": metasgd_learner,
+    "anil": anil_learner,
+    "reptile": reptile_learner,
+    "protonet": protonet_learner,
+    "imaml": imaml_learner,
 }
 
 

@@ -1,6 +1,39 @@
 """Meta-learners, each a ``jmeta.Learner`` of pure functions."""
 
+from jmeta.learners.anil import anil
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.learners.imaml import imaml
 from jmeta.learners.maml import fomaml, maml
+from jmeta.learners.mamlpp import (
+    MAMLPPAdapted,
+    MAMLPPParams,
+    MAMLPPState,
+    mamlpp,
+    mamlpp_meta_optimizer,
+    msl_weights,
+)
+from jmeta.learners.metasgd import MetaSGDParams, metasgd
+from jmeta.learners.protonet import Prototypes, protonet
+from jmeta.learners.reptile import predict_non_transductive, reptile, reptile_meta_optimizer
 
-__all__ = ["Learner", "TaskOutput", "fomaml", "maml"]
+__all__ = [
+    "Learner",
+    "MAMLPPAdapted",
+    "MAMLPPParams",
+    "MAMLPPState",
+    "MetaSGDParams",
+    "Prototypes",
+    "TaskOutput",
+    "anil",
+    "fomaml",
+    "imaml",
+    "maml",
+    "mamlpp",
+    "mamlpp_meta_optimizer",
+    "metasgd",
+    "msl_weights",
+    "predict_non_transductive",
+    "protonet",
+    "reptile",
+    "reptile_meta_optimizer",
+]

@@ -28,7 +28,8 @@ class Conv4(nn.Module):
     Input ``(batch, height, width, channels)`` floats; output ``(batch, num_classes)`` logits.
 
     Fields:
-        num_classes: outputs of the linear head (the "ways" of a task).
+        num_classes: outputs of the linear head (the "ways" of a task); ``None``: no head, the network returns
+            the pooled features (an embedding, e.g. for Prototypical Networks).
         hidden: filters in every convolution.
         downsample: ``"stride"``: 3x3 convolution with stride 2 and padding 1 (Omniglot);
             ``"maxpool"``: 3x3 convolution with stride 1 and padding 1, then a 2x2 max-pool (mini-ImageNet).
@@ -66,7 +67,7 @@ class Conv4(nn.Module):
         (10, 5)
     """
 
-    num_classes: int
+    num_classes: int | None
     hidden: int = 64
     downsample: str = "stride"
     pool: str = "mean"
@@ -76,7 +77,8 @@ class Conv4(nn.Module):
     conv: str = "auto"
 
     def __post_init__(self) -> None:
-        positive_int("num_classes", self.num_classes)
+        if self.num_classes is not None:
+            positive_int("num_classes", self.num_classes)
         positive_int("hidden", self.hidden)
         one_of("downsample", self.downsample, DOWNSAMPLES)
         one_of("pool", self.pool, POOLS)
@@ -105,7 +107,7 @@ class Conv4(nn.Module):
             if self.downsample == "maxpool":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         x = jnp.mean(x, axis=(1, 2)) if self.pool == "mean" else x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes, name="head")(x)
+        return x if self.num_classes is None else nn.Dense(self.num_classes, name="head")(x)
 
 
 def check_images(x: jax.Array, halvings: int = 0) -> None:

@@ -1,0 +1,16 @@
+"""First-order MAML, Omniglot 5-way 1-shot; otherwise as omniglot_maml.py.
+
+Run: jmeta train experiments/omniglot_fomaml.py --workdir runs/omniglot_fomaml
+"""
+
+from jmeta.experiment import few_shot_config
+
+
+def get_config():
+    config = few_shot_config("omniglot", "fomaml", ways=5, shots=1)
+    config.data_dir = "../shared/data/omniglot"
+    config.published = {"3": 0.983}
+    config.published_source = (
+        "Nichol et al. 2018, Table 1 (first-order MAML with transduction, 5-way 1-shot: 98.3 ± 0.5%)"
+    )
+    return config

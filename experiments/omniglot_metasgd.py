@@ -1,0 +1,16 @@
+"""Meta-SGD, Omniglot 5-way 1-shot (Li et al. 2017): per-parameter inner learning rates learned with the
+initialisation, one inner step; rates start at 0.4, the other settings as omniglot_maml.py (1 step at test).
+
+Run: jmeta train experiments/omniglot_metasgd.py --workdir runs/omniglot_metasgd
+"""
+
+from jmeta.experiment import few_shot_config
+
+
+def get_config():
+    config = few_shot_config("omniglot", "metasgd", ways=5, shots=1)
+    config.data_dir = "../shared/data/omniglot"
+    config.eval_steps = (1,)
+    config.published = {"1": 0.9953}
+    config.published_source = "Li et al. 2017, Table 1 (Meta-SGD, Omniglot 5-way 1-shot: 99.53 ± 0.26%)"
+    return config
