@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+DOCS_STAMP := $(VENV)/.installed-docs
+
+.PHONY: demo test docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check jmeta tests experiments
 	$(BIN)/python -m pytest -q
+
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+# The documentation site, with warnings as errors (NO_MKDOCS_2_WARNING hides Material's banner only).
+docs: $(STAMP) $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/jmeta bench sinusoid-maml
