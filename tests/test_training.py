@@ -25,7 +25,7 @@ def test_estimate_is_the_normal_95_percent_interval():
 
 
 def test_short_meta_training_lowers_sinusoid_mse_well_below_the_untrained_model(tmp_path):
-    config = load_config(SINUSOID, ["steps=1500", "log_every=500", "eval_tasks=200", "eval_steps=(1,)"])
+    config = load_config(SINUSOID, ["steps=4000", "log_every=1000", "eval_tasks=200", "eval_steps=(1,)"])
     untrained = load_config(SINUSOID, ["steps=1", "log_every=1", "eval_tasks=200", "eval_steps=(1,)"])
     from jmeta.train import train_and_evaluate
 
@@ -33,7 +33,7 @@ def test_short_meta_training_lowers_sinusoid_mse_well_below_the_untrained_model(
     untrained_mse = train_and_evaluate(untrained, tmp_path / "untrained")["results"]["1"]["loss"]["mean"]
     assert trained_mse < 0.5 * untrained_mse, (trained_mse, untrained_mse)
     lines = (tmp_path / "trained" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [500, 1000, 1500]
+    assert [json.loads(line)["step"] for line in lines] == [1000, 2000, 3000, 4000]
     assert (tmp_path / "trained" / "sinusoid_adaptation.png").stat().st_size > 10_000
 
 
