@@ -26,7 +26,24 @@ def _flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-class SourceMLP004(linen.Module):
+class _OneHiddenLayer(linen.Module):
+    """Flatten, Dense(hidden) + ReLU, Dense(num_classes): logits. The ports below set its sizes."""
+
+    hidden: int
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        positive_int("hidden", self.hidden)
+        positive_int("num_classes", self.num_classes)
+        super().__post_init__()
+
+    @linen.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = linen.relu(linen.Dense(self.hidden)(_flatten(x)))
+        return linen.Dense(self.num_classes)(x)
+
+
+class SourceMLP004(_OneHiddenLayer):
     """The MNIST MLP 784-1000-10 with a ReLU, from ``004_02928b0a6f262b05.txt``.
 
     The network itself is right; what the article got wrong is around it: the same plain SGD loop
@@ -43,16 +60,6 @@ class SourceMLP004(linen.Module):
 
     hidden: int = 1000
     num_classes: int = 10
-
-    def __post_init__(self) -> None:
-        positive_int("hidden", self.hidden)
-        positive_int("num_classes", self.num_classes)
-        super().__post_init__()
-
-    @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = linen.relu(linen.Dense(self.hidden)(_flatten(x)))
-        return linen.Dense(self.num_classes)(x)
 
 
 class ImageMLP000(linen.Module):
@@ -123,7 +130,7 @@ class SharedTrunk002(linen.Module):
         return x if self.num_classes is None else linen.Dense(self.num_classes, name="head")(x)
 
 
-class IrisBaseModel003(linen.Module):
+class IrisBaseModel003(_OneHiddenLayer):
     """The base-learner of ``003_95a7f28474b43b71.txt``: Dense(64)+ReLU, Dense(3), for Iris.
 
     Corrections: the article ends in a softmax and trains with ``categorical_crossentropy`` on integer
@@ -140,16 +147,6 @@ class IrisBaseModel003(linen.Module):
 
     hidden: int = 64
     num_classes: int = 3
-
-    def __post_init__(self) -> None:
-        positive_int("hidden", self.hidden)
-        positive_int("num_classes", self.num_classes)
-        super().__post_init__()
-
-    @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = linen.relu(linen.Dense(self.hidden)(_flatten(x)))
-        return linen.Dense(self.num_classes)(x)
 
 
 class LearningCurveLSTM003(linen.Module):
