@@ -58,7 +58,14 @@ def run_keys(seed: int) -> RunKeys:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
-    the best-by-validation parameters and writes the outputs to ``workdir``."""
+    the best-by-validation parameters and writes the outputs to ``workdir``.
+
+    A config with a ``program`` key runs that program of ``jmeta.programs`` instead (systems that are not
+    a meta-learner trained episode by episode, e.g. supervised training or algorithm selection)."""
+    if config.get("program"):
+        from jmeta.programs import run_program
+
+        return run_program(config, Path(workdir))
     experiment = build(config)
     workdir = prepare_workdir(workdir, config)
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
