@@ -85,10 +85,8 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
-    print(
-        f"outputs in {args.workdir}/: metrics.jsonl, results.json"
-        + (", sinusoid_adaptation.png" if config.task == "sinusoid" else "")
-    )
+    outputs = sorted(path.name for path in Path(args.workdir).iterdir() if path.is_file())
+    print(f"outputs in {args.workdir}/: {', '.join(outputs)}")
     return 0
 
 

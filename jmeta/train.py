@@ -272,10 +272,10 @@ def meta_test(
     return {
         "protocol": {
             "task": config.task,
-            "ways": config.get("ways"),
+            "ways": config.get("eval_ways", config.get("ways")),
             "tasks": config.eval_tasks,
             "shots": config.eval_shots,
-            "queries_per_task": config.eval_queries * (config.get("ways") or 1),
+            "queries_per_task": config.eval_queries * (config.get("eval_ways", config.get("ways")) or 1),
             "inner_steps": list(config.eval_steps),
             "inner_lr": config.inner_lr,
             "batch_norm": config.get("batch_norm", "none"),

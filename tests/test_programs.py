@@ -1,0 +1,76 @@
+"""Every source-system config (``experiments/seed*.py``) runs end to end through ``jmeta train`` with
+3 steps and a few test tasks, and writes results that ``format_results`` prints; Omniglot configs are
+skipped when the data are absent. Also: an unknown program is refused with the list of programs."""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+import pytest
+
+from jmeta import cli
+from jmeta.programs import PROGRAMS, run_program
+from jmeta.train import format_results
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+OMNIGLOT = REPO / "../shared/data/omniglot"
+needs_omniglot = pytest.mark.skipif(
+    not (OMNIGLOT / "images_background.zip").is_file(), reason=f"Omniglot zips not found in {OMNIGLOT}"
+)
+SMALL = ["steps=3", "eval_tasks=4"]
+
+
+def train(tmp_path, name: str, *overrides: str) -> dict:
+    workdir = tmp_path / name
+    assert cli.main(["train", str(REPO / "experiments" / f"{name}.py"), "--workdir", str(workdir), *overrides]) == 0
+    results = json.loads((workdir / "results.json").read_text())
+    assert json.loads((workdir / "config.json").read_text())["steps"] == 3
+    format_results(results)
+    for by_metric in results["results"].values():
+        for value in by_metric.values():
+            assert set(value) == {"mean", "ci95", "tasks"}
+    return results
+
+
+def test_supervised_image_mlp(tmp_path):
+    results = train(tmp_path, "seed000_image_mlp", *SMALL)
+    assert results["results"]["test"]["accuracy"]["tasks"] == 4
+
+
+def test_selection(tmp_path):
+    results = train(tmp_path, "seed003_selection", *SMALL, "meta_batch=10")
+    assert {"selector", "oracle"} <= set(results["results"])
+    assert results["results"]["oracle"]["regret_vs_oracle"]["mean"] == 0.0
+
+
+def test_gmm_matches_sklearn(tmp_path):
+    results = train(tmp_path, "seed003_gmm", *SMALL)
+    assert results["max_abs_log_likelihood_difference"] < 1e-6
+
+
+@pytest.mark.parametrize("learner", ["maml", "mamlpp", "reptile"])
+def test_maml_mlp_on_digits(tmp_path, learner):
+    results = train(tmp_path, f"seed004_{learner}_mlp", *SMALL, "meta_batch=2")
+    assert results["protocol"]["task"] == "digits"
+
+
+@needs_omniglot
+def test_multitask(tmp_path):
+    results = train(tmp_path, "seed002_multitask", *SMALL, "meta_batch=2")
+    assert set(results["results"]) == {"head steps 0", "head steps 100"}
+
+
+@needs_omniglot
+@pytest.mark.slow
+def test_distillation_exports_a_student_that_reloads(tmp_path):
+    results = train(tmp_path, "seed001_distillation", *SMALL, "meta_batch=2")
+    assert results["export"]["predictions_agree"] == 1.0
+    assert (tmp_path / "seed001_distillation" / "student" / "manifest.json").is_file()
+
+
+def test_unknown_program_lists_the_programs(tmp_path):
+    config = ml_collections.ConfigDict({"program": "nope", "steps": 1})
+    with pytest.raises(ValueError, match="program must be one of 'supervised'") as error:
+        run_program(config, tmp_path)
+    assert all(name in str(error.value) for name in PROGRAMS)
