@@ -17,7 +17,7 @@ from jmeta.models.ports import SharedTrunk002
 from jmeta.multitask import GroupBatch, make_group_sampler, multitask
 from jmeta.tasks.episodes import make_episode_sampler
 
-OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot", Path("/work/shared/data/omniglot"))
+OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot",)
 OMNIGLOT = next((d for d in OMNIGLOT_DIRS if (d / "images_background.zip").is_file()), None)
 SIGNAL, NOISE = 4, 28
 

@@ -1,4 +1,4 @@
-"""Flax Linen ports of the networks in the source articles (``/work/shared/seeds``), corrected.
+"""Flax Linen ports of the networks in the source articles (``../shared/seeds`` beside the project), corrected.
 
 Each class names its source file and what was wrong there. All of them return *logits* (or features):
 the articles put a softmax inside the model and then gave it to a loss that expects logits or applied a
