@@ -14,5 +14,5 @@ def get_config():
     config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
     config.meta_batch = 16
     config.published = {"5": 0.962}
-    config.published_source = "Raghu et al. 2020, Table 2 (ANIL, Omniglot 20-way 1-shot: 96.2 ± 0.5%)"
+    config.published_source = "Raghu et al. 2020 (ANIL, Omniglot 20-way 1-shot: 96.2 ± 0.5%)"
     return config

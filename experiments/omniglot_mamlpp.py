@@ -21,5 +21,5 @@ def get_config():
     config.msl_steps, config.first_order_steps = 5_000, 25_000
     config.lslr, config.bnrs, config.bnwb, config.cosine = True, True, True, True
     config.published = {"5": 0.9765}
-    config.published_source = "Antoniou et al. 2019, Table 1 (MAML++, Omniglot 20-way 1-shot: 97.65 ± 0.05%)"
+    config.published_source = "Antoniou et al. 2019 (MAML++, Omniglot 20-way 1-shot: 97.65 ± 0.05%)"
     return config

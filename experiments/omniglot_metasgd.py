@@ -12,5 +12,5 @@ def get_config():
     config.data_dir = "../shared/data/omniglot"
     config.eval_steps = (1,)
     config.published = {"1": 0.9953}
-    config.published_source = "Li et al. 2017, Table 1 (Meta-SGD, Omniglot 5-way 1-shot: 99.53 ± 0.26%)"
+    config.published_source = "Li et al. 2017 (Meta-SGD, Omniglot 5-way 1-shot: 99.53 ± 0.26%)"
     return config

@@ -17,5 +17,5 @@ def get_config():
     config.transductive = False
     config.meta_lr, config.meta_batch, config.steps = 1.0, 5, 100_000
     config.published = {"50": 0.9539}
-    config.published_source = "Nichol et al. 2018, Table 1 (Reptile, non-transductive, 5-way 1-shot: 95.39 ± 0.09%)"
+    config.published_source = "Nichol et al. 2018 (Reptile, non-transductive, 5-way 1-shot: 95.39 ± 0.09%)"
     return config

@@ -1,4 +1,4 @@
-"""The ``jmeta`` command: ``train``, ``eval``, ``plot``, ``data``, ``bench``.
+"""The ``jmeta`` command: ``train``, ``eval``, ``plot``, ``data``, ``predict``, ``bench``.
 
 Example::
 
@@ -6,6 +6,7 @@ Example::
     jmeta eval --workdir runs/sinusoid_maml eval_tasks=1000
     jmeta plot --workdir runs/sinusoid_maml
     jmeta data omniglot --data-dir ../shared/data/omniglot
+    jmeta predict runs/distill/student images.npy
     jmeta bench sinusoid-maml --peer l2l
 """
 
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--data-dir", help="folder holding the data (omniglot: the two official zips)")
     data.add_argument("--split", help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official")
 
+    predict = commands.add_parser("predict", help="run an exported model (jmeta.export) on inputs from a .npy file")
+    predict.add_argument("artifact", help="a folder written by jmeta.export.export_model")
+    predict.add_argument("inputs", help="a .npy file of inputs shaped (points, *input_shape)")
+    predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
+
     bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
     bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
     bench.add_argument(
@@ -71,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     if takes_overrides:
         args.overrides += extra  # key=value overrides may also follow --workdir
     try:
-        commands_run = {"train": _train, "eval": _eval, "plot": _plot, "data": _data, "bench": _bench}
+        commands_run = {
+            "train": _train,
+            "eval": _eval,
+            "plot": _plot,
+            "data": _data,
+            "predict": _predict,
+            "bench": _bench,
+        }
         return commands_run[args.command](args)
     except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
@@ -110,6 +123,23 @@ def _data(args: argparse.Namespace) -> int:
 
     options = {"split": args.split} if args.split else {}
     print(data.summary(data.load(args.name, args.data_dir, **options)))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Prints one predicted class per input point (its name when the artifact has class names)."""
+    import numpy as np
+
+    from jmeta.export import load_predictor
+
+    predictor = load_predictor(args.artifact)
+    inputs = np.load(args.inputs)
+    outputs = predictor(inputs)
+    if args.outputs:
+        np.save(args.outputs, outputs)
+    classes = np.argmax(outputs, axis=-1)
+    for index in classes:
+        print(predictor.class_names[index] if predictor.class_names else int(index))
     return 0
 
 

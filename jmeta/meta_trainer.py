@@ -65,8 +65,10 @@ def meta_trainer(
 
     Example::
 
-        >>> import optax, jmeta
-        >>> # trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
+        >>> import jax.numpy as jnp, optax, jmeta
+        >>> model = jmeta.from_linen(jmeta.models.MLP((8, 1)), jnp.zeros((1, 1)))
+        >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
+        >>> trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
     """
     if not isinstance(learner, Learner):
         raise TypeError(f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}.")

@@ -133,3 +133,16 @@ def test_export_argument_errors(iris_export, tmp_path):
     with pytest.raises(ValueError, match=r"x must have shape \(points, 4\)"):
         load_predictor(path)(np.zeros((2, 5)))
     assert not (tmp_path / "x").exists()
+
+
+def test_jmeta_predict_prints_the_class_names_of_an_exported_model(iris_export, tmp_path, capsys):
+    from jmeta.cli import main
+
+    model, params, state, path = iris_export
+    x = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(path), str(tmp_path / "x.npy"), "--outputs", str(tmp_path / "y.npy")]) == 0
+    expected_logits = np.asarray(model.apply(params, state, jnp.asarray(x))[0])
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected_logits, rtol=1e-5, atol=1e-6)
+    assert capsys.readouterr().out.split() == [IRIS[i] for i in expected_logits.argmax(-1)]
+    assert main(["predict", str(tmp_path / "missing"), str(tmp_path / "x.npy")]) == 2

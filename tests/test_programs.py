@@ -74,3 +74,11 @@ def test_unknown_program_lists_the_programs(tmp_path):
     with pytest.raises(ValueError, match="program must be one of 'supervised'") as error:
         run_program(config, tmp_path)
     assert all(name in str(error.value) for name in PROGRAMS)
+
+
+@pytest.mark.parametrize("name", ["seed000_image_mlp", "seed004_maml_mlp"])
+def test_mnist_paths_under_mocked_tfds(tmp_path, name):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=60, policy=tfds.testing.MockPolicy.USE_CODE):
+        results = train(tmp_path, name, *SMALL, "meta_batch=2", "task=mnist")
+    assert results["protocol"]["task"] == "mnist"

@@ -1,8 +1,9 @@
 """MAML (Finn, Abbeel & Levine, ICML 2017) and its first-order approximation.
 
-The inner loop is any optax optimiser (SGD by default), run for ``steps`` steps on the support loss and
-differentiated through by ``jax.grad``: second order by default, first order (stopping gradients through
-the inner gradients, Finn et al. 2017 sec. 5.2) with ``first_order=True`` or ``fomaml(...)``.
+The inner loop is plain SGD with ``inner_lr``, or any optax optimiser given as ``inner_optimizer``, run for
+``steps`` steps on the support loss and differentiated through by ``jax.grad``: second order by default,
+first order (stopping gradients through the inner gradients, Finn et al. 2017 sec. 5.2) with
+``first_order=True`` or ``fomaml(...)``.
 
 Example::
 
