@@ -63,17 +63,29 @@ class Learner(NamedTuple):
 
 
 def resolve_inner_optimizer(
-    inner_lr: float | None, optimizer: optax.GradientTransformation | None
+    inner_lr: float | None,
+    optimizer: optax.GradientTransformation | None,
+    *,
+    from_lr: Callable[[float], optax.GradientTransformation] = optax.sgd,
+    described: str = "plain SGD",
 ) -> optax.GradientTransformation:
-    """Resolves the two ways of naming the inner optimiser: a learning rate for SGD, or any optax one."""
+    """Resolves the two ways of naming the inner optimiser: a learning rate (for ``from_lr``, plain SGD by
+    default, ``described`` in errors), or any optax transformation.
+
+    Example::
+
+        >>> import optax
+        >>> isinstance(resolve_inner_optimizer(0.1, None), optax.GradientTransformation)
+        True
+    """
     if (inner_lr is None) == (optimizer is None):
         raise ValueError(
-            "give exactly one of inner_lr (a float: plain SGD, e.g. inner_lr=0.01) or inner_optimizer "
+            f"give exactly one of inner_lr (a float: {described}, e.g. inner_lr=0.01) or inner_optimizer "
             f"(an optax.GradientTransformation, e.g. optax.adam(1e-3)); got inner_lr={inner_lr!r} and "
             f"inner_optimizer={optimizer!r}."
         )
     if optimizer is None:
-        return optax.sgd(positive_float("inner_lr", inner_lr))
+        return from_lr(positive_float("inner_lr", inner_lr))
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}."

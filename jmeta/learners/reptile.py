@@ -45,7 +45,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jmeta.learners.base import Learner, LossFn, TaskOutput, call_apply, gradient_inner_loop, steps_or_default
+from jmeta.learners.base import (
+    Learner,
+    LossFn,
+    TaskOutput,
+    call_apply,
+    gradient_inner_loop,
+    resolve_inner_optimizer,
+    steps_or_default,
+)
 from jmeta.learners.common import check_bool, non_negative_float, query_pass
 from jmeta.nn import ApplyFn, Model, PyTree, check_model
 from jmeta.tasks.task import Task
@@ -87,20 +95,9 @@ def reptile(
     """
     model = check_model(model)
     default_steps = positive_int("steps", steps)
-    if (inner_lr is None) == (inner_optimizer is None):
-        raise ValueError(
-            "give exactly one of inner_lr (a float: Adam with beta1=0, e.g. inner_lr=0.001) or inner_optimizer "
-            f"(an optax.GradientTransformation, e.g. optax.sgd(0.02)); got inner_lr={inner_lr!r} and "
-            f"inner_optimizer={inner_optimizer!r}."
-        )
-    if inner_optimizer is None:
-        optimizer = optax.adam(positive_float("inner_lr", inner_lr), b1=0.0)
-    elif isinstance(inner_optimizer, optax.GradientTransformation):
-        optimizer = inner_optimizer
-    else:
-        raise TypeError(
-            f"inner_optimizer must be an optax.GradientTransformation; got {type(inner_optimizer).__name__}."
-        )
+    optimizer = resolve_inner_optimizer(
+        inner_lr, inner_optimizer, from_lr=lambda lr: optax.adam(lr, b1=0.0), described="Adam with beta1=0"
+    )
     transductive = check_bool("transductive", transductive)
     metrics = dict(metrics or {})
     # Never differentiated: remat=True only keeps the loop rolled (fast to compile for many steps).
