@@ -563,13 +563,11 @@ def maml_mlp(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]
     the last parameters on the test digits (5-9). The digit sets have no validation classes, so validation
     tasks come from the training digits and only monitor training; no checkpoint is chosen by them."""
     from jmeta import losses
-    from jmeta.checkpoint import Checkpoints
     from jmeta.data import load
     from jmeta.experiment import LEARNERS, Experiment, TaskFamily
-    from jmeta.meta_trainer import meta_trainer
     from jmeta.models.ports import SourceMLP004
     from jmeta.tasks.episodes import make_episode_sampler
-    from jmeta.train import meta_test, meta_train, resume_or_init, run_keys
+    from jmeta.train import meta_test, meta_train_workdir
 
     one_of("task", config.task, ("mnist", "digits"))
     data = load(config.task, config.data_dir or None)
@@ -582,15 +580,7 @@ def maml_mlp(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]
     experiment = Experiment(
         family, *LEARNERS[one_of("learner", config.learner, tuple(LEARNERS))](config, model, family)
     )
-    trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    keys = run_keys(config.seed)
-    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
-    try:
-        state = meta_train(
-            config, experiment, trainer, resume_or_init(trainer, checkpoints, keys), keys, checkpoints, workdir
-        )
-    finally:
-        checkpoints.close()
+    state, _, keys = meta_train_workdir(config, experiment, workdir)
     results = meta_test(config, experiment, state, keys.test)
     results["protocol"]["checkpoint"] = f"last, step {int(state.step)} (validation tasks from the training digits)"
     return results

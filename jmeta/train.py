@@ -17,10 +17,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,16 +70,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         return run_program(config, Path(workdir))
     experiment = build(config)
     workdir = prepare_workdir(workdir, config)
+    _, best, keys = meta_train_workdir(config, experiment, workdir)
+    return finish(config, experiment, best, keys, workdir)
+
+
+@contextlib.contextmanager
+def opened_run(
+    config: ml_collections.ConfigDict, experiment: Experiment, workdir: Path
+) -> Iterator[tuple[MetaTrainer, RunKeys, Checkpoints]]:
+    """The trainer, keys and checkpoints of the run in ``workdir``; the checkpoints are closed on exit."""
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    keys = run_keys(config.seed)
     checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
     try:
-        state = resume_or_init(trainer, checkpoints, keys)
-        meta_train(config, experiment, trainer, state, keys, checkpoints, workdir)
-        best, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=True)
+        yield trainer, run_keys(config.seed), checkpoints
     finally:
         checkpoints.close()
-    return finish(config, experiment, best, keys, workdir)
+
+
+def meta_train_workdir(
+    config: ml_collections.ConfigDict, experiment: Experiment, workdir: Path
+) -> tuple[TrainState, TrainState, RunKeys]:
+    """Meta-trains in ``workdir``, resuming from its latest checkpoint; returns the last state, the best by
+    validation, and the run's keys."""
+    with opened_run(config, experiment, workdir) as (trainer, keys, checkpoints):
+        state = resume_or_init(trainer, checkpoints, keys)
+        last = meta_train(config, experiment, trainer, state, keys, checkpoints, workdir)
+        best, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=True)
+    return last, best, keys
 
 
 def evaluate_workdir(workdir: str | Path, overrides: list[str] = (), *, best: bool = True) -> dict[str, Any]:
@@ -96,13 +115,8 @@ def evaluate_workdir(workdir: str | Path, overrides: list[str] = (), *, best: bo
             raise ValueError(f"jmeta eval only takes eval_tasks=... and eval_steps=... overrides; got {override!r}.")
         apply_override(config, override)
     experiment = build(config)
-    trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    keys = run_keys(config.seed)
-    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
-    try:
+    with opened_run(config, experiment, workdir) as (trainer, keys, checkpoints):
         state, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=best)
-    finally:
-        checkpoints.close()
     return finish(config, experiment, state, keys, workdir)
 
 
