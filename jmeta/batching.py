@@ -5,10 +5,16 @@ Strategies (the right one depends on backend and model; ``jmeta bench ... --batc
 * ``"vmap"``: one vectorised program over all tasks. Best for MLPs everywhere and on GPU/TPU.
   Per-task convolution kernels become grouped convolutions, which XLA:CPU runs slowly.
 * ``"map"``: ``lax.map``, a loop inside the program; ``chunk_size`` tasks at a time are vmapped.
-* ``"unroll"``: one copy of the per-task program per task. Fast on CPU for convolutions, but the
+* ``"unroll"``: one copy of the per-task program per task. Fast on CPU for XLA convolutions, but the
   compile time grows with the number of tasks.
-* ``"auto"``: ``"unroll"`` on CPU when the per-task program contains a convolution, else ``"vmap"``
-  (figures behind this rule: docs/batching.md).
+* ``"accumulate"``: a loop over chunks of ``chunk_size`` tasks (default 1) in which each chunk's
+  meta-gradient is computed and summed, as a PyTorch loop of per-task ``backward`` calls does. Nothing
+  of one chunk is kept for the next, so the working set is one chunk's: fastest for large per-task
+  programs on CPU (caches) and the way to fit meta-batches too large for memory. Without a gradient to
+  take (``over_tasks``) it is ``"map"``.
+* ``"auto"``: on CPU, ``"unroll"`` when the per-task program contains an XLA convolution,
+  ``"accumulate"`` when its matrix products make it large (``LARGE_TASK_FLOPS``), else ``"vmap"``;
+  ``"vmap"`` on every other backend (figures behind this rule: docs/batching.md).
 
 Example::
 
@@ -20,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +35,11 @@ import jax.numpy as jnp
 
 from jmeta.validation import one_of, positive_int
 
-STRATEGIES = ("auto", "vmap", "map", "unroll")
+STRATEGIES = ("auto", "vmap", "map", "unroll", "accumulate")
+CHUNKED = ("map", "accumulate")
+# Matrix-product FLOPs of one task's forward program from which "auto" accumulates on CPU: the
+# omniglot-maml task has ~4e8, the sinusoid-maml task ~1e5 (docs/batching.md).
+LARGE_TASK_FLOPS = 5e6
 
 
 def check_strategy(strategy: str, chunk_size: int | None = None) -> None:
@@ -36,8 +47,8 @@ def check_strategy(strategy: str, chunk_size: int | None = None) -> None:
     one_of("batching", strategy, STRATEGIES)
     if chunk_size is not None:
         positive_int("chunk_size", chunk_size)
-        if strategy != "map":
-            raise ValueError(f"chunk_size only applies to batching='map'; got batching={strategy!r}.")
+        if strategy not in CHUNKED:
+            raise ValueError(f"chunk_size only applies to batching='map' or 'accumulate'; got batching={strategy!r}.")
 
 
 def over_tasks(
@@ -53,12 +64,68 @@ def over_tasks(
         chosen = resolve(per_task, params, state, tasks) if strategy == "auto" else strategy
         if chosen == "vmap":
             return jax.vmap(per_task, in_axes=(None, None, 0))(params, state, tasks)
-        if chosen == "map":
+        if chosen in CHUNKED:
             return jax.lax.map(lambda task: per_task(params, state, task), tasks, batch_size=chunk_size)
         outputs = [per_task(params, state, _task(tasks, i)) for i in range(_leading(tasks))]
         return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
 
     return batched
+
+
+def over_tasks_with_mean_grad(
+    per_task: Callable[[Any, Any, Any], tuple[jax.Array, Any]],
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    """Lifts ``per_task(params, state, task) -> (loss, aux)`` to ``batched(params, state, tasks) ->
+    ((losses, auxes), grads)``: the per-task outputs stacked over tasks, and the gradient of the mean loss
+    with respect to ``params``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> per_task = lambda w, state, x: ((w * x).sum(), None)
+        >>> (losses, _), grad = over_tasks_with_mean_grad(per_task, "accumulate")(2.0, None, jnp.ones((3, 4)))
+        >>> losses, grad
+        (Array([8., 8., 8.], dtype=float32), Array(4., dtype=float32))
+    """
+    check_strategy(strategy, chunk_size)
+
+    def batched(params: Any, state: Any, tasks: Any) -> tuple[Any, Any]:
+        chosen = resolve(per_task, params, state, tasks) if strategy == "auto" else strategy
+        if chosen == "accumulate":
+            return _accumulated(per_task, params, state, tasks, chunk_size or 1)
+        mapped = over_tasks(per_task, chosen, chunk_size)
+
+        def mean_loss(params: Any) -> tuple[jax.Array, Any]:
+            outputs = mapped(params, state, tasks)
+            return jnp.mean(outputs[0]), outputs
+
+        (_, outputs), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+        return outputs, grads
+
+    return batched
+
+
+def _accumulated(per_task: Callable[..., Any], params: Any, state: Any, tasks: Any, chunk: int) -> tuple[Any, Any]:
+    """Per-task outputs and the mean gradient, summed over a loop of ``chunk``-task chunks."""
+    chunk_outputs_and_grads = jax.vmap(jax.value_and_grad(per_task, has_aux=True), in_axes=(None, None, 0))
+
+    def add_chunk(total: Any, chunk_tasks: Any) -> tuple[Any, Any]:
+        outputs, grads = chunk_outputs_and_grads(params, state, chunk_tasks)
+        return jax.tree.map(lambda t, g: t + g.sum(0), total, grads), outputs
+
+    count = _leading(tasks)
+    whole = count - count % chunk
+    # Chunk i holds tasks i, i + whole/chunk, ...: with tasks sharded over devices in contiguous blocks (and
+    # chunk a multiple of the device count), every device loops over its own tasks.
+    chunks = jax.tree.map(lambda a: a[:whole].reshape(chunk, whole // chunk, *a.shape[1:]).swapaxes(0, 1), tasks)
+    total, outputs = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)
+    outputs = jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(whole, *a.shape[2:]), outputs)
+    if whole < count:
+        total, rest = add_chunk(total, jax.tree.map(lambda a: a[whole:], tasks))
+        outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, rest)
+    return outputs, jax.tree.map(lambda t: t / count, total)
 
 
 def resolve(per_task: Callable[[Any, Any, Any], Any], params: Any, state: Any, tasks: Any) -> str:
@@ -67,20 +134,42 @@ def resolve(per_task: Callable[[Any, Any, Any], Any], params: Any, state: Any, t
         return "vmap"
     one_task = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), tasks)
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), (params, state))
-    jaxpr = jax.make_jaxpr(per_task)(*shapes, one_task)
-    has_conv = any(eqn.primitive.name == "conv_general_dilated" for eqn in _equations(jaxpr.jaxpr))
-    return "unroll" if has_conv else "vmap"
+    jaxpr = jax.make_jaxpr(per_task)(*shapes, one_task).jaxpr
+    if any(eqn.primitive.name == "conv_general_dilated" for eqn, _ in _equations(jaxpr)):
+        return "unroll"
+    return "accumulate" if matmul_flops(jaxpr) >= LARGE_TASK_FLOPS else "vmap"
 
 
-def _equations(jaxpr: Any) -> Iterator[Any]:
-    """Every equation of a jaxpr, descending into the sub-jaxprs of scans, calls and custom rules."""
+def matmul_flops(jaxpr: Any) -> float:
+    """FLOPs of the matrix products (``dot_general``) a jaxpr runs, counting loop bodies once per trip.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> matmul_flops(jax.make_jaxpr(jnp.matmul)(jnp.ones((2, 3)), jnp.ones((3, 4))).jaxpr)
+        48.0
+    """
+    flops = 0.0
+    for eqn, trips in _equations(jaxpr):
+        if eqn.primitive.name == "dot_general":
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs_shape = eqn.invars[0].aval.shape
+            contracted = math.prod(lhs_shape[d] for d in contracting)
+            flops += 2.0 * trips * contracted * math.prod(eqn.outvars[0].aval.shape)
+    return flops
+
+
+def _equations(jaxpr: Any, trips: int = 1) -> Iterator[tuple[Any, int]]:
+    """Every equation of a jaxpr with how often it runs, descending into the sub-jaxprs of scans, calls
+    and custom rules (a ``while`` body counts once: its trip count is not known when tracing)."""
     for eqn in jaxpr.eqns:
-        yield eqn
+        yield eqn, trips
+        inner_trips = trips * eqn.params.get("length", 1) if eqn.primitive.name == "scan" else trips
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    yield from _equations(inner)
+                    yield from _equations(inner, inner_trips)
 
 
 def _leading(tasks: Any) -> int:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 5 omniglot)"
     )
-    bench.add_argument("--batching", default="auto", help="auto, vmap, map or unroll")
+    bench.add_argument("--batching", default="auto", help="auto, vmap, map, unroll or accumulate")
     bench.add_argument(
         "--steps-per-call",
         type=int,

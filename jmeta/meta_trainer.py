@@ -75,6 +75,7 @@ def meta_trainer(
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
     batched_task_loss = jmeta_batching.over_tasks(learner.task_loss, batching, chunk_size)
+    batched_task_loss_and_grad = jmeta_batching.over_tasks_with_mean_grad(learner.task_loss, batching, chunk_size)
 
     def init(key: jax.Array) -> TrainState:
         params, model_state = learner.init(key)
@@ -85,8 +86,8 @@ def meta_trainer(
         return jnp.mean(losses), mean_over_tasks(outputs)
 
     def update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
-        grad_fn = jax.value_and_grad(loss, has_aux=True)
-        (_, output), grads = grad_fn(state.params, state.model_state, tasks)
+        (_, outputs), grads = batched_task_loss_and_grad(state.params, state.model_state, tasks)
+        output = mean_over_tasks(outputs)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**output.metrics, "grad_norm": optax.global_norm(grads)}

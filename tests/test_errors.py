@@ -85,8 +85,8 @@ def test_more_shots_than_points():
 def test_unknown_batching(mlp_model):
     learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.1)
     with pytest.raises(
-        ValueError, match=r"batching must be one of 'auto', 'vmap', 'map', 'unroll'; got 'pmap'"
+        ValueError, match=r"batching must be one of 'auto', 'vmap', 'map', 'unroll', 'accumulate'; got 'pmap'"
     ):
         jmeta.meta_trainer(learner, optax.sgd(0.1), batching="pmap")
-    with pytest.raises(ValueError, match="chunk_size only applies to batching='map'"):
+    with pytest.raises(ValueError, match="chunk_size only applies to batching='map' or 'accumulate'"):
         jmeta.meta_trainer(learner, optax.sgd(0.1), batching="vmap", chunk_size=4)
