@@ -90,7 +90,7 @@ def meta_trainer(
         output = mean_over_tasks(outputs)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**output.metrics, "grad_norm": optax.global_norm(grads)}
+        metrics = {**output.metrics, "grad_norm": optax.tree.norm(grads)}
         return TrainState(state.step + 1, params, output.model_state, opt_state), metrics
 
     compiled_update = jax.jit(update, donate_argnums=0)
