@@ -120,7 +120,9 @@ def _accumulated(per_task: Callable[..., Any], params: Any, state: Any, tasks: A
     # Chunk i holds tasks i, i + whole/chunk, ...: with tasks sharded over devices in contiguous blocks (and
     # chunk a multiple of the device count), every device loops over its own tasks.
     chunks = jax.tree.map(lambda a: a[:whole].reshape(chunk, whole // chunk, *a.shape[1:]).swapaxes(0, 1), tasks)
-    total, outputs = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks)
+    # Two chunks per loop iteration let XLA overlap one chunk's memory-bound work with the other's matrix
+    # products: omniglot-maml 61 -> 66 tasks/s on 2 CPU cores, compile 6 -> 8.5 s (docs/batching.md).
+    total, outputs = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks, unroll=2)
     outputs = jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(whole, *a.shape[2:]), outputs)
     if whole < count:
         total, rest = add_chunk(total, jax.tree.map(lambda a: a[whole:], tasks))
