@@ -83,7 +83,7 @@ def omniglot_maml(batching: str) -> Workload:
 
 WORKLOADS = {"sinusoid-maml": sinusoid_maml, "omniglot-maml": omniglot_maml}
 # Timed meta-steps and meta-steps per compiled call by default: enough for a stable figure in seconds.
-DEFAULTS = {"sinusoid-maml": (1000, 100), "omniglot-maml": (5, 1)}
+DEFAULTS = {"sinusoid-maml": (1000, 100), "omniglot-maml": (20, 1)}
 
 
 def run(name: str, *, steps: int = 1000, steps_per_call: int = 1, batching: str = "auto") -> BenchResult:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
     bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
     bench.add_argument(
-        "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 5 omniglot)"
+        "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
     )
     bench.add_argument("--batching", default="auto", help="auto, vmap, map, unroll or accumulate")
     bench.add_argument(
