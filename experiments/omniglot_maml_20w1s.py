@@ -11,6 +11,7 @@ from jmeta.experiment import few_shot_config
 def get_config():
     config = few_shot_config("omniglot", "maml", ways=20, shots=1)
     config.data_dir = "../shared/data/omniglot"
+    config.pool = "mean"  # MAML's code averages the last feature map over space for Omniglot
     config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
     config.meta_batch = 16
     config.published = {"5": 0.958}
