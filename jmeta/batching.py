@@ -38,7 +38,7 @@ from jmeta.validation import one_of, positive_int
 STRATEGIES = ("auto", "vmap", "map", "unroll", "accumulate")
 CHUNKED = ("map", "accumulate")
 # Matrix-product FLOPs of one task's forward program from which "auto" accumulates on CPU: vmap and
-# accumulate tie near 5e6 on 2 cores (MLP sweep in docs/batching.md); an omniglot-maml task has 4.8e8, a
+# accumulate cross between 1e6 and 5e6 on 2 cores (MLP sweep in docs/batching.md); an omniglot-maml task has 4.8e8, a
 # sinusoid-maml task 1.3e5.
 LARGE_TASK_FLOPS = 5e6
 

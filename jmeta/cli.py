@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
     )
     bench.add_argument("--batching", default="auto", help="auto, vmap, map, unroll or accumulate")
+    bench.add_argument("--chunk-size", type=int, help="tasks per loop iteration for --batching map or accumulate")
     bench.add_argument(
         "--steps-per-call",
         type=int,
@@ -150,13 +151,15 @@ def _bench(args: argparse.Namespace) -> int:
     steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
     results = [
-        bench.run(args.name, steps=steps, steps_per_call=k, batching=args.batching) for k in sorted({1, per_call})
+        bench.run(args.name, steps=steps, steps_per_call=k, batching=args.batching, chunk_size=args.chunk_size)
+        for k in sorted({1, per_call})
     ]
     for result in results:
+        chunks = f" (chunks of {result.chunk_size})" if result.chunk_size else ""
         print(
-            f"jmeta {args.name}: batching={args.batching}, {result.steps} meta-steps of {result.tasks_per_step} "
-            f"tasks, {result.steps_per_call} per call, in {result.run_s:.2f}s: tasks/s {result.tasks_per_s:.1f} "
-            f"(first call, with compilation: {result.compile_s:.2f}s)"
+            f"jmeta {args.name}: batching={args.batching}{chunks}, {result.steps} meta-steps of "
+            f"{result.tasks_per_step} tasks, {result.steps_per_call} per call, in {result.run_s:.2f}s: "
+            f"tasks/s {result.tasks_per_s:.1f} (first call, with compilation: {result.compile_s:.2f}s)"
         )
         for peer, tasks_per_s in peers.items():
             print(f"  jmeta / {peer} ({tasks_per_s:.1f} tasks/s) = {result.tasks_per_s / tasks_per_s:.1f}x")

@@ -43,3 +43,9 @@ def test_peer_without_its_environment_says_how_to_set_it_up(monkeypatch, capsys)
     monkeypatch.delenv("PEERS_PY", raising=False)
     assert cli.main(["bench", "sinusoid-maml", "--steps", "1", "--peer", "l2l"]) != 0
     assert 'PEERS_PY and L2L_SRC in the environment; set them with eval "$(bash' in capsys.readouterr().err
+
+
+def test_bench_command_passes_the_chunk_size_on(capsys):
+    command = "bench sinusoid-maml --steps 2 --steps-per-call 1 --batching accumulate --chunk-size 5"
+    assert cli.main(command.split()) == 0
+    assert "batching=accumulate (chunks of 5)" in capsys.readouterr().out
