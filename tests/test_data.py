@@ -249,7 +249,7 @@ def test_omniglot_missing_directory_says_where_it_looked_and_how_to_provide_it(t
 
 def test_omniglot_missing_zip_is_named(tiny_omniglot):
     (tiny_omniglot / "images_evaluation.zip").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing images_evaluation\.zip.*Pass data_dir=\.\.\."):
+    with pytest.raises(FileNotFoundError, match=r"missing images_evaluation\.zip.*from github\.com/brendenlake/omniglot.*data_dir=\.\.\."):
         load("omniglot", tiny_omniglot, split="background")
 
 
@@ -511,7 +511,7 @@ def test_iris_is_tabular_float_features():
 
 
 def test_registry_rejects_unknown_names_and_options():
-    with pytest.raises(ValueError, match="name must be one of 'omniglot', 'mini-imagenet', .*got 'imagenet'"):
+    with pytest.raises(ValueError, match="name must be one of 'omniglot', 'folder', 'mini-imagenet', .*got 'imagenet'"):
         load("imagenet")
     with pytest.raises(ValueError, match="omniglot takes the options split, rotate, image_size, resample, s"):
         load("omniglot", None, shots=5)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 # Bump when the layout of cached arrays changes, so that old entries are not read.
-_FORMAT = 1
+_FORMAT = 2
 
 
 def cache_dir() -> Path:

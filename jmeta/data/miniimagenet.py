@@ -20,12 +20,13 @@ import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from jmeta.data.cache import cached_arrays
 from jmeta.data.dataset import ClassDataset, FewShotData
+from jmeta.data.imaging import as_batch, prepare
 
 SPLITS = ("train", "val", "test")
 IMAGE_SIZE = 84
@@ -117,11 +118,24 @@ def _read_table(path: Path) -> list[tuple[str, str]]:
     return [(filename.strip(), label.strip()) for filename, label in rows[1:]]
 
 
-def _decode(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale, no smaller than 84
-        rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-        return np.asarray(rgb, dtype=np.uint8)
+def preprocess(images: Any) -> np.ndarray:
+    """Prepares outside images exactly as the ``images/`` layout's JPEGs are prepared: RGB, resized to
+    84x84 (Lanczos; JPEGs decoded at a reduced scale no smaller than 84 first); uint8 ``(N, 84, 84, 3)``.
+
+    ``images`` is a sequence of image sources (paths, bytes, PIL images, uint8 arrays), a uint8 array
+    ``(N, H, W)`` or ``(N, H, W, C)``, or one path. Divide by 255 for the model's float32 input.
+
+    Example::
+
+        >>> import numpy as np
+        >>> preprocess(np.zeros((2, 100, 120, 3), np.uint8)).shape
+        (2, 84, 84, 3)
+    """
+    return np.stack([_decode(image) for image in as_batch(images)])
+
+
+def _decode(source: Any) -> np.ndarray:
+    return prepare(source, (IMAGE_SIZE, IMAGE_SIZE), 3, "lanczos", draft=True)
 
 
 def _from_folder(root: Path, tables: dict[str, Path]) -> dict[str, ClassDataset]:
@@ -144,7 +158,7 @@ def _from_folder(root: Path, tables: dict[str, Path]) -> dict[str, ClassDataset]
                 order = np.argsort(labels, kind="stable")
                 try:
                     images = list(pool.map(_decode, [files[split][i] for i in order]))
-                except OSError as error:
+                except (OSError, ValueError) as error:
                     raise ValueError(f"could not decode an image in {root / 'images'}: {error}") from error
                 arrays[f"{split}_images"] = np.stack(images)
                 arrays[f"{split}_labels"] = labels[order]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from jmeta.data import registry
 from jmeta.data.cache import cached_arrays
 from jmeta.data.dataset import ClassDataset, FewShotData
 from jmeta.validation import one_of, positive_int
@@ -199,7 +200,7 @@ def _image_and_label(example: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def _ten_class_splits(
     name: str, data_dir: str | Path | None, split: str, class_names: tuple[str, ...]
 ) -> dict[str, ClassDataset]:
-    split = one_of("split", split, ("classes", "official"))
+    split = one_of("split", split, ("classes", "official", *registry.split_names(name)))
     builder = tfds_builder(name, data_dir)
     if split == "official":
         splits = {}
@@ -208,7 +209,8 @@ def _ten_class_splits(
             splits[part] = ClassDataset.from_unsorted(arrays["images"], arrays["labels"], class_names)
         return splits
     arrays = tfds_arrays(builder, ["train", "test"], _image_and_label, {})
-    return split_by_class(arrays["images"], arrays["labels"], class_names, _TEN_CLASS_SPLIT)
+    assignment = _TEN_CLASS_SPLIT if split == "classes" else registry.assign_split(name, split, class_names)
+    return split_by_class(arrays["images"], arrays["labels"], class_names, assignment)
 
 
 def load_mnist(data_dir: str | Path | None = None, *, split: str = "classes") -> FewShotData:
