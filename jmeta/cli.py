@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _bench,
         }
         return commands_run[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
 

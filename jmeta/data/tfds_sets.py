@@ -9,6 +9,8 @@ by :mod:`jmeta.data.cache`, keyed by the prepared TFDS files.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,7 +127,11 @@ def split_by_class(
 def tfds_builder(name: str, data_dir: str | Path | None) -> Any:
     """Imports TFDS, and returns the builder of ``name`` after preparing it as ArrayRecord files.
 
-    Raises a RuntimeError that names the data set, the folder and the fix when TFDS cannot prepare it.
+    Each failure names its real cause: TFDS not installed (ImportError); a module that TFDS needs to
+    prepare the data set missing, found before anything is downloaded (ImportError naming the modules and
+    the pip command; TFDS's builders read their downloads with TensorFlow, and TFDS's own code needs
+    ``importlib_resources`` on Python 3.11); no network while downloading (RuntimeError saying so); any
+    other error (RuntimeError with TFDS's message). A prepared data set is read without TensorFlow.
 
     Example::
 
@@ -138,21 +144,89 @@ def tfds_builder(name: str, data_dir: str | Path | None) -> Any:
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
-            f"loading {name!r} needs tensorflow-datasets; install it with pip install tensorflow-datasets."
+            f"loading {name!r} needs tensorflow-datasets ({error}); install it with pip install tensorflow-datasets."
         ) from error
     where = data_dir or "TFDS's default data_dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets)"
     try:
         builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-        builder.download_and_prepare()
+        if not builder.is_prepared():
+            _check_prerequisites(name, builder)
+            builder.download_and_prepare()
+    except ImportError:
+        raise
     except Exception as error:
         first_line = (str(error).splitlines() or [""])[0]
-        raise RuntimeError(
-            f"TFDS could not prepare {name!r} in {where} ({type(error).__name__}: {first_line}; the full "
-            "error is above). TFDS downloads and prepares a data set on first use, which needs network "
-            f"access; on a machine without it, prepare it elsewhere (tfds.data_source({name!r}, "
-            "data_dir=...)) and pass that folder as data_dir."
-        ) from error
+        cause = f"{type(error).__name__}: {first_line}; the full error is above"
+        if _is_network_error(error):
+            raise RuntimeError(
+                f"TFDS could not download {name!r} into {where}: no network access ({cause}). On a machine "
+                f"without network, prepare it elsewhere (tfds.data_source({name!r}, data_dir=...)) and pass "
+                "that folder as data_dir."
+            ) from error
+        raise RuntimeError(f"TFDS could not prepare {name!r} in {where} ({cause}).") from error
     return builder
+
+
+# Where pip finds the modules that TFDS imports lazily while preparing a data set.
+_PIP_NAMES = {"importlib_resources": "importlib_resources", "tensorflow": "tensorflow"}
+_NETWORK_ERRORS = {
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "MaxRetryError",
+    "NameResolutionError",
+    "URLError",
+    "gaierror",
+    "DownloadError",
+}
+
+
+def missing_modules(builder: Any) -> list[str]:
+    """The modules that preparing ``builder``'s data set would import and that do not import here.
+
+    Checks, without network, ``importlib_resources`` (imported by TFDS's dataset builder on Python 3.11)
+    and every module the builder's own code imports lazily (e.g. ``tensorflow`` for MNIST, CIFAR and
+    Omniglot, which read their downloaded files with ``tf.io.gfile``).
+
+    Example::
+
+        >>> import tensorflow_datasets as tfds
+        >>> "importlib_resources" in missing_modules(tfds.builder("mnist"))
+        False
+    """
+    module = sys.modules.get(type(builder).__module__)
+    lazy = [value.module_name for value in vars(module).values() if type(value).__name__ == "LazyModule"]
+    missing = []
+    for name in dict.fromkeys(["importlib_resources", *lazy]):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def _check_prerequisites(name: str, builder: Any) -> None:
+    missing = missing_modules(builder)
+    if missing:
+        packages = " ".join(_PIP_NAMES.get(module, module) for module in missing)
+        raise ImportError(
+            f"TFDS cannot prepare {name!r} on this install: preparing it imports {', '.join(missing)}, not "
+            f"installed here. Install it (pip install {packages}; pip install 'jmeta[tfds]' installs what the "
+            "TFDS route needs; preparing then downloads the data, which needs network access), or pass "
+            "data_dir=... holding files that jmeta reads itself where the data set has them (Omniglot's "
+            "official zips)."
+        )
+
+
+def _is_network_error(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in _NETWORK_ERRORS:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def tfds_arrays(

@@ -9,6 +9,18 @@ own examples only: the ``shots + queries`` largest of i.i.d. uniform scores over
 
 Sampling is a pure function of a PRNG key, jit-compiled, with no host round trip per episode. Support
 and query points are grouped by label: ``support_y`` is ``[0]*shots + [1]*shots + ...``.
+
+Per-episode augmentation (:class:`Augment`), also on the device and a pure function of the key:
+
+* ``rot90``: each class of an episode is rotated by its own random multiple of 90 degrees, the same for
+  all its support and query images, as MAML's reference code does for Omniglot (Finn et al. 2017, whose
+  data generator draws a rotation per class of every task, following Santoro et al. 2016). jmeta's
+  Omniglot loader instead adds rotated copies as new classes (``rotate``, Vinyals et al. 2016); use one
+  or the other, not both.
+* ``cropP``: each image is padded with ``P`` zero pixels on every side and a window of the original size
+  is cut at a random place; ``flip``: each image is flipped left-right with probability 1/2. These are
+  the usual mini-ImageNet augmentations of metric-based few-shot learners (e.g. Lee et al. 2019,
+  MetaOptNet: random crops with 8 pixels of padding and horizontal flips).
 """
 
 from __future__ import annotations
@@ -24,8 +36,54 @@ from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
 
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Per-episode augmentation: ``rotate90`` (a random multiple of 90 degrees per class of an episode),
+    ``crop_padding`` (random crops after padding by that many pixels; 0 = none), ``flip`` (random
+    left-right flips per image). Build one from text with :meth:`parse`.
+
+    Example::
+
+        >>> Augment.parse("crop8+flip")
+        Augment(rotate90=False, crop_padding=8, flip=True)
+    """
+
+    rotate90: bool = False
+    crop_padding: int = 0
+    flip: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Augment:
+        """``""`` (none), or ``+``-joined parts: ``rot90``, ``cropP`` (``P`` pixels of padding), ``flip``.
+
+        Example::
+
+            >>> Augment.parse("rot90")
+            Augment(rotate90=True, crop_padding=0, flip=False)
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"augment must be a string such as 'rot90' or 'crop8+flip' ('' for none); got {text!r}.")
+        rotate90, padding, flip = False, 0, False
+        for part in filter(None, text.split("+")):
+            if part == "rot90":
+                rotate90 = True
+            elif part == "flip":
+                flip = True
+            elif part.startswith("crop") and part[4:].isdigit() and int(part[4:]) > 0:
+                padding = int(part[4:])
+            else:
+                raise ValueError(
+                    f"augment must be '' or parts joined by '+': 'rot90', 'cropP' (P pixels of padding, e.g. "
+                    f"crop8), 'flip'; got {text!r} (the part {part!r})."
+                )
+        return cls(rotate90, padding, flip)
+
+    def __bool__(self) -> bool:
+        return self.rotate90 or self.crop_padding > 0 or self.flip
+
+
 @functools.partial(
-    jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=["ways", "shots", "queries"]
+    jax.tree_util.register_dataclass, data_fields=["arrays"], meta_fields=["ways", "shots", "queries", "augment"]
 )
 @dataclasses.dataclass(frozen=True, eq=False)
 class EpisodeSampler:
@@ -51,6 +109,7 @@ class EpisodeSampler:
     ways: int
     shots: int
     queries: int
+    augment: Augment = Augment()
 
     def __call__(self, key: jax.Array, num_tasks: int) -> Task:
         """Draws ``num_tasks`` episodes; every field has a leading task axis.
@@ -62,11 +121,22 @@ class EpisodeSampler:
         return _sample(self, key, positive_int("num_tasks", num_tasks))
 
 
-def make_episode_sampler(dataset: ClassDataset, ways: int, shots: int, queries: int) -> EpisodeSampler:
+def make_episode_sampler(
+    dataset: ClassDataset,
+    ways: int,
+    shots: int,
+    queries: int,
+    *,
+    augment: Augment | str = "",
+    name: str = "the dataset",
+) -> EpisodeSampler:
     """Checks the episode shape against ``dataset`` and copies its arrays to the device.
 
-    Raises ValueError, before anything is compiled, when there are fewer than ``ways`` classes or a class
-    has fewer than ``shots + queries`` examples.
+    ``augment`` is an :class:`Augment` or its text (``"rot90"``, ``"crop8+flip"``, ``""`` for none);
+    ``name`` says in errors which data the dataset is (e.g. ``"omniglot's val split"``). Raises
+    ValueError, before anything is compiled, when there are fewer than ``ways`` classes, a class has fewer
+    than ``shots + queries`` examples, or ``augment`` does not fit the images (rotations need square
+    images; every augmentation needs images ``(H, W, C)``).
 
     Example::
 
@@ -87,18 +157,24 @@ def make_episode_sampler(dataset: ClassDataset, ways: int, shots: int, queries: 
     queries = positive_int("queries", queries)
     if ways > dataset.num_classes:
         raise ValueError(
-            f"ways must be at most the number of classes in the dataset ({dataset.num_classes}); got "
+            f"ways must be at most the number of classes in {name} ({dataset.num_classes}); got "
             f"ways={ways}. Lower ways, or use a split with more classes."
         )
     smallest = int(dataset.counts.min())
     if shots + queries > smallest:
         small = [dataset.class_names[c] for c in (dataset.counts < shots + queries).nonzero()[0][:3]]
         raise ValueError(
-            f"shots + queries must be at most the number of examples in the smallest class ({smallest}); got "
-            f"shots={shots} + queries={queries} = {shots + queries}. Lower shots or queries, or drop the "
+            f"shots + queries must be at most the number of examples in the smallest class of {name} ({smallest}); "
+            f"got shots={shots} + queries={queries} = {shots + queries}. Lower shots or queries, or drop the "
             f"classes with fewer than {shots + queries} examples (such as {small})."
         )
-    return EpisodeSampler(dataset.device_arrays(), ways, shots, queries)
+    augment = augment if isinstance(augment, Augment) else Augment.parse(augment)
+    shape = dataset.input_shape
+    if augment and len(shape) != 3:
+        raise ValueError(f"augment={augment} needs images (H, W, C); {name} holds examples of shape {shape}.")
+    if augment.rotate90 and shape[0] != shape[1]:
+        raise ValueError(f"augment rot90 needs square images; {name} holds images of shape {shape}.")
+    return EpisodeSampler(dataset.device_arrays(), ways, shots, queries, augment)
 
 
 def _scores(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -122,6 +198,9 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
     _, picks = jax.lax.top_k(scores, shots + queries)
     x = images[jnp.take_along_axis(rows, picks, axis=-1)]  # (num_tasks, ways, shots + queries, *input_shape)
     x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+    if sampler.augment:
+        # A stream of its own, so that episodes without augmentation are those drawn before it existed.
+        x = _augment(x, sampler.augment, jax.random.fold_in(key, 1))
     y = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (num_tasks, ways, shots + queries))
     input_shape = images.shape[1:]
     return Task(
@@ -130,3 +209,24 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
         x[:, :, shots:].reshape(num_tasks, ways * queries, *input_shape),
         y[:, :, shots:].reshape(num_tasks, ways * queries),
     )
+
+
+def _augment(x: jax.Array, augment: Augment, key: jax.Array) -> jax.Array:
+    """Augments episodes ``x`` of shape ``(tasks, ways, examples, H, W, C)``."""
+    rotate_key, crop_key, flip_key = jax.random.split(key, 3)
+    tasks, ways, examples, height, width, channels = x.shape
+    if augment.rotate90:
+        turns = jax.random.randint(rotate_key, (tasks, ways, 1, 1, 1, 1), 0, 4)
+        rotated = [jnp.rot90(x, k, axes=(3, 4)) for k in range(4)]
+        x = jnp.select([turns == k for k in range(4)], rotated)
+    if augment.crop_padding:
+        pad = augment.crop_padding
+        flat = x.reshape(-1, height, width, channels)
+        padded = jnp.pad(flat, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        corners = jax.random.randint(crop_key, (flat.shape[0], 2), 0, 2 * pad + 1)
+        crop = jax.vmap(lambda image, c: jax.lax.dynamic_slice(image, (c[0], c[1], 0), (height, width, channels)))
+        x = crop(padded, corners).reshape(x.shape)
+    if augment.flip:
+        flips = jax.random.bernoulli(flip_key, 0.5, (tasks, ways, examples, 1, 1, 1))
+        x = jnp.where(flips, x[..., ::-1, :], x)
+    return x
