@@ -2,14 +2,17 @@
 SGD steps of 0.1, meta-batch 16, as MAML's 20-way setting.
 
 Run: jmeta train experiments/omniglot_anil.py --workdir runs/omniglot_anil
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "anil", ways=20, shots=1)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.pool = "mean"  # MAML's code averages the last feature map over space for Omniglot
     config.head = "head"  # the top-level parameter name of Conv4's linear head
     config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)

@@ -4,15 +4,18 @@ Conv-4 with 64 filters and stride-2 convolutions, mean over space before the lin
 step of 0.4 during meta-training, three at test; meta-batch 32; Adam 1e-3; 60,000 meta-iterations; one
 query per class, as MAML's code.
 
-Run: jmeta train experiments/omniglot_maml.py --workdir runs/omniglot_maml data_dir=../shared/data/omniglot
+Run: jmeta train experiments/omniglot_maml.py --workdir runs/omniglot_maml
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "maml", ways=5, shots=1)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.pool = "mean"  # MAML's code averages the last feature map over space for Omniglot
     config.published = {"3": 0.987}
     config.published_source = "Finn et al. 2017, Table 1 (MAML, Omniglot 5-way 1-shot: 98.7 ± 0.4%)"

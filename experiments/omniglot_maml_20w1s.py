@@ -3,14 +3,17 @@
 Five inner SGD steps of 0.1 during meta-training and at test; meta-batch 16; otherwise as omniglot_maml.py.
 
 Run: jmeta train experiments/omniglot_maml_20w1s.py --workdir runs/omniglot_maml_20w1s
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "maml", ways=20, shots=1)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.pool = "mean"  # MAML's code averages the last feature map over space for Omniglot
     config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
     config.meta_batch = 16

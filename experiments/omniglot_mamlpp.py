@@ -8,14 +8,17 @@ Ablation, one part off at a time (same command, one override each): msl_steps=0,
 lslr=False, bnrs=False, bnwb=False, cosine=False.
 
 Run: jmeta train experiments/omniglot_mamlpp.py --workdir runs/omniglot_mamlpp
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "mamlpp", ways=20, shots=1)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
     config.meta_batch, config.steps = 16, 75_000
     config.msl_steps, config.first_order_steps = 5_000, 25_000

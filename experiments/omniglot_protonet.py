@@ -3,14 +3,17 @@ per class (Snell et al. 2017, sec. 3.1): Conv-4 embedding (64 filters, 2x2 max-p
 output), Adam 1e-3, one episode per step. Deviation: the learning rate is not halved every 2000 episodes.
 
 Run: jmeta train experiments/omniglot_protonet.py --workdir runs/omniglot_protonet
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "protonet", ways=60, shots=1)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.eval_ways, config.queries, config.eval_queries = 5, 5, 5
     config.downsample = "maxpool"
     config.inner_steps, config.eval_steps = 0, (0,)  # prototypes, no gradient steps

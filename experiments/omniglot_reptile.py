@@ -4,14 +4,17 @@ annealed linearly to 0; meta-batch 5; 100,000 iterations; 50 inner steps on the 
 Deviation: the inner steps use the whole support set, not mini-batches of 10.
 
 Run: jmeta train experiments/omniglot_reptile.py --workdir runs/omniglot_reptile
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder, data_dir=None for TFDS)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "reptile", ways=5, shots=10)
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.queries, config.eval_shots, config.eval_queries = 1, 1, 1
     config.inner_lr, config.inner_steps, config.eval_steps = 0.001, 5, (50,)
     config.transductive = False

@@ -81,7 +81,10 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
 
 
 def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
-    """Sets ``key=value`` on ``config``; the value is parsed as a Python literal, else kept as a string."""
+    """Sets ``key=value`` on ``config``; the value is parsed as a Python literal, else kept as a string.
+
+    ``key=None`` unsets a key of any type (e.g. ``data_dir=None``: the loader's default, TFDS for Omniglot);
+    checks in :func:`build` reject it where a value is required."""
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
@@ -98,7 +101,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         value = float(value)
     if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
         value = type(old)(value)
-    if old is not None and type(value) is not type(old):
+    if old is not None and value is not None and type(value) is not type(old):
         raise ValueError(
             f"config key {key!r} expects a {type(old).__name__} (like {old!r}); got {value!r} in {override!r}."
         )
@@ -137,22 +140,65 @@ def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
 
 
 def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
-    """N-way K-shot classification episodes from a few-shot data set's train, val and test classes."""
+    """N-way K-shot classification episodes from a few-shot data set's train, val and test classes.
+
+    ``config.task`` is any data set registered in :mod:`jmeta.data` (jmeta's own or one added with
+    ``jmeta.data.register_dataset``); the loader gets ``config.data_dir`` ("" or None: the loader's
+    default, e.g. TFDS) and :func:`data_options`. Meta-training episodes are augmented as
+    ``config.augment`` says (:class:`jmeta.tasks.episodes.Augment`; "" none). Without val classes in the
+    data, ``val_fraction`` carves them from the train classes; with ``val_every=0`` (no validation)
+    ``sample_val`` is ``None``; otherwise a ValueError says both ways out.
+    """
     from jmeta.data import load
     from jmeta.tasks.episodes import make_episode_sampler
 
-    options = {"split": config.split} if config.get("split") else {}
-    data = load(config.task, config.data_dir or None, **options)
-    if "val" not in data.splits:
+    options = data_options(config)
+    data = load(config.task, config.get("data_dir") or None, **options)
+    split = f"split={options['split']!r}" if options.get("split") else "its default split"
+    if "train" not in data.splits or "test" not in data.splits:
+        raise ValueError(f"{config.task} ({split}) must have train and test splits; it has {sorted(data.splits)}.")
+    if "val" not in data.splits and config.get("val_every", 1) != 0:
         raise ValueError(
-            f"{config.task} split {config.get('split')!r} has no validation classes ({sorted(data.splits)}); "
-            "choose a split with one (for Omniglot: split=vinyals or split=maml)."
+            f"{config.task} ({split}) has no validation classes (splits {', '.join(data.splits)}). Set "
+            "val_fraction=0.1 to carve them from the train classes (drawn with split_seed), or val_every=0 "
+            "to validate nothing and keep the last checkpoint."
         )
-    train = make_episode_sampler(data["train"], config.ways, config.shots, config.queries)
-    val = make_episode_sampler(data["val"], config.eval_ways, config.eval_shots, config.eval_queries)
-    test = make_episode_sampler(data["test"], config.eval_ways, config.eval_shots, config.eval_queries)
+
+    def sampler(part: str, ways: int, shots: int, queries: int, augment: str = ""):
+        name = f"{config.task}'s {part} split ({split})"
+        return make_episode_sampler(data[part], ways, shots, queries, augment=augment, name=name)
+
+    train = sampler("train", config.ways, config.shots, config.queries, config.get("augment", ""))
+    evaluation = (config.eval_ways, config.eval_shots, config.eval_queries)
+    val = sampler("val", *evaluation) if "val" in data.splits else None
+    test = sampler("test", *evaluation)
     example = jnp.zeros((1, *data["train"].input_shape))
     return TaskFamily(train, val, test, example, losses.cross_entropy, {"accuracy": losses.accuracy})
+
+
+def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The options ``config`` passes to its data set's loader: every option the loader takes that the config
+    has under the same name and sets (not "" or None), the loader's ``seed`` (how classes are drawn into
+    splits) from ``split_seed``, and ``val_fraction`` when above 0.
+
+    Example::
+
+        >>> config = few_shot_config("omniglot", "maml", ways=5, shots=1)
+        >>> config.split, config.val_fraction = "background", 0.1
+        >>> data_options(config)
+        {'split': 'background', 'seed': 0, 'val_fraction': 0.1}
+    """
+    from jmeta.data.registry import entry
+
+    renamed = {"seed": "split_seed"}
+    options = {}
+    for option in entry(config.task).options:
+        value = config.get(renamed.get(option, option))
+        if value is not None and value != "" and option != "val_fraction":
+            options[option] = tuple(value) if isinstance(value, list) else value
+    if config.get("val_fraction"):
+        options["val_fraction"] = config.val_fraction
+    return options
 
 
 def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_collections.ConfigDict:
@@ -166,7 +212,10 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     """
     config = ml_collections.ConfigDict()
     config.task, config.learner, config.split = task, learner, "vinyals"
-    config.data_dir = ""  # a folder holding the data set; "" = TFDS where the data set has a TFDS builder
+    config.data_dir = ""  # a folder holding the data set; "" or None = the loader's default (TFDS where it has one)
+    config.val_fraction = 0.0  # > 0: validation classes carved from the train classes (for splits without val)
+    config.split_seed = 0  # draws classes into splits (Omniglot's maml split, val_fraction, folder fractions)
+    config.augment = ""  # meta-training episodes: "rot90", "cropP", "flip", joined by "+" ("" none)
     config.model, config.hidden, config.downsample, config.pool = "conv4", 64, "stride", "flatten"
     config.batch_norm = "batch statistics in every pass, also at test (transductive), as MAML's code"
     config.ways, config.eval_ways, config.shots, config.queries = ways, ways, shots, shots
@@ -275,13 +324,30 @@ def mamlpp_learner(config: ml_collections.ConfigDict, model: Model, family: Task
     return learner, optax.adam(config.meta_lr)
 
 
-TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = {
-    "sinusoid": sinusoid_family,
-    **{
-        name: episodic_family
-        for name in ("omniglot", "mini-imagenet", "cifar-fs", "fc100", "mnist", "cifar10", "digits")
-    },
-}
+class _TaskFamilies(dict):
+    """Task families by name: the entries below, and every data set registered in :mod:`jmeta.data`
+    (episodic), looked up when used, so that ``jmeta.data.register_dataset(name, ...)`` makes ``task=name``
+    work in configs."""
+
+    def __missing__(self, name: str) -> Callable[[ml_collections.ConfigDict], TaskFamily]:
+        from jmeta.data import dataset_names
+
+        if name in dataset_names():
+            return episodic_family
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in tuple(self)
+
+    def __iter__(self):
+        from jmeta.data import dataset_names
+
+        return iter(dict.fromkeys([*dict.__iter__(self), *dataset_names()]))
+
+
+TASK_FAMILIES: dict[str, Callable[[ml_collections.ConfigDict], TaskFamily]] = _TaskFamilies(
+    sinusoid=sinusoid_family
+)
 MODELS: dict[str, Callable[[ml_collections.ConfigDict, TaskFamily], Model]] = {"mlp": mlp_model, "conv4": conv4_model}
 LEARNERS: dict[str, Callable[[ml_collections.ConfigDict, Model, TaskFamily], LearnerBuild]] = {
     "maml": maml_learner,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import jmeta.data
 import jmeta.data.miniimagenet as miniimagenet
 import jmeta.data.omniglot as omniglot
 from jmeta.data import ClassDataset, FewShotData, load, summary
@@ -271,6 +272,101 @@ def test_omniglot_zip_without_drawings_is_reported(tiny_omniglot):
         archive.writestr("readme.txt", "nothing here")
     with pytest.raises(ValueError, match=r"found no drawings in .*images_evaluation\.zip"):
         load("omniglot", tiny_omniglot, split="background")
+
+
+def _add_stray_files(write) -> None:
+    """Adds what a Mac, Windows or a person leaves in a data folder: AppleDouble companions (4 bytes),
+    .DS_Store, Thumbs.db, a text file; ``write(path, bytes)`` puts one file below the set's folder."""
+    write("Alpha/character01/._0709_01.png", b"\x00\x05\x16\x07")
+    write("Alpha/.DS_Store", b"\x00\x00\x00\x01Bud1")
+    write("Beta/character01/Thumbs.db", b"junk")
+    write("Alpha/notes.txt", b"drawn by hand")
+
+
+def test_stray_files_are_skipped_alike_by_the_zip_and_the_folder_reader_and_counted(tiny_omniglot, tmp_path):
+    clean = load("omniglot", tiny_omniglot, split="background")
+    extracted = tmp_path / "extracted"
+    for name in omniglot.SETS:
+        with zipfile.ZipFile(tiny_omniglot / f"images_{name}.zip") as archive:
+            archive.extractall(extracted)
+
+    def write_file(path, content):
+        (extracted / "images_background" / path).write_bytes(content)
+
+    _add_stray_files(write_file)
+    with zipfile.ZipFile(tiny_omniglot / "images_background.zip", "a") as archive:
+        _add_stray_files(lambda path, content: archive.writestr(f"images_background/{path}", content))
+        archive.writestr("__MACOSX/images_background/Alpha/character01/._0001_01.png", b"\x00\x05\x16\x07")
+    from_folder_data = load("omniglot", extracted, split="background")
+    from_zip = load("omniglot", tiny_omniglot, split="background")
+    for data in (from_folder_data, from_zip):
+        for split in ("train", "test"):
+            np.testing.assert_array_equal(data[split].images, clean[split].images)
+            assert data[split].class_names == clean[split].class_names
+    assert clean.metadata["skipped files"] == "none"
+    assert from_folder_data.metadata["skipped files"].startswith("4 (2 hidden, 1 not an image, 1 system file; e.g. ")
+    assert from_zip.metadata["skipped files"].startswith("5 (3 hidden, 1 not an image, 1 system file; e.g. ")
+    assert "skipped files: 4 (2 hidden" in summary(from_folder_data)
+
+
+@pytest.fixture
+def three_way_split():
+    """An Omniglot split registered by name, as a user would: by alphabet."""
+
+    def by_alphabet(names):
+        return {
+            "train": [n for n in names if n.startswith("Alpha/")],
+            "val": [n for n in names if n.startswith("Beta/")],
+            "test": [n for n in names if n.startswith("Gamma/")],
+        }
+
+    jmeta.data.register_split("omniglot", "three-way", by_alphabet, replace=True)
+
+
+def test_omniglot_split_registered_by_name(tiny_omniglot, three_way_split):
+    data = load("omniglot", tiny_omniglot, split="three-way")
+    assert data["train"].class_names[::4] == ("Alpha/character01/rot000", "Alpha/character02/rot000")
+    assert data["val"].class_names == ("Beta/character01",) and data["test"].num_classes == 2
+    assert data.metadata["alphabets"] == {"train": ("Alpha",), "val": ("Beta",), "test": ("Gamma",)}
+    with pytest.raises(ValueError, match="split must be one of 'vinyals', 'maml', 'background', .*'three-way'"):
+        load("omniglot", tiny_omniglot, split="three way")
+    jmeta.data.register_split("omniglot", "bad", lambda names: {"train": ["Alpha/character09"]}, replace=True)
+    with pytest.raises(ValueError, match=r"split 'bad' of omniglot: its 'train' list names unknown classes"):
+        load("omniglot", tiny_omniglot, split="bad")
+    with pytest.raises(ValueError, match="omniglot already has a split named 'three-way'; pass replace=True"):
+        jmeta.data.register_split("omniglot", "three-way", lambda names: {})
+
+
+def test_omniglot_background_split_with_validation_carved_from_background_characters(tiny_omniglot, three_way_split):
+    data = load("omniglot", tiny_omniglot, split="background", val_fraction=0.34, seed=0)
+    assert tuple(data.splits) == ("train", "val", "test")
+    characters = {s: {"/".join(n.split("/")[:2]) for n in data[s].class_names} for s in data.splits}
+    assert len(characters["val"]) == 1 and len(characters["train"]) == 2 and not characters["val"] & characters["train"]
+    assert characters["train"] | characters["val"] == {"Alpha/character01", "Alpha/character02", "Beta/character01"}
+    assert data["train"].num_classes == 8 and data["val"].num_classes == 1  # train rotated, val not
+    assert characters["test"] == {"Gamma/character01", "Gamma/character02"}  # evaluation characters only
+    assert data.metadata["split"] == "background, val carved from train (val_fraction=0.34, seed=0)"
+    others = [load("omniglot", tiny_omniglot, split="background", val_fraction=0.34, seed=s)["val"] for s in range(6)]
+    assert len({ds.class_names for ds in others}) > 1  # the seed draws the validation characters
+    with pytest.raises(ValueError, match=r"split='three-way' has 1 val characters"):
+        load("omniglot", tiny_omniglot, split="three-way", val_fraction=0.5)
+    with pytest.raises(ValueError, match="val_fraction must be a number strictly between 0 and 1; got 1.5"):
+        load("omniglot", tiny_omniglot, split="background", val_fraction=1.5)
+
+
+def test_omniglot_preprocess_of_a_png_from_the_zip_equals_the_loaded_drawing(tiny_omniglot):
+    data = load("omniglot", tiny_omniglot, split="background", image_size=20, resample="box")
+    with zipfile.ZipFile(tiny_omniglot / "images_evaluation.zip") as archive:
+        png = archive.read("images_evaluation/Gamma/character01/0001_02.png")
+    test = data["test"]
+    loaded = test.images[test.offsets[0] + 1]  # Gamma/character01, the second drawing
+    prepared = omniglot.preprocess([png], image_size=20, resample="box")
+    assert prepared.shape == (1, 20, 20, 1) and prepared.dtype == np.uint8
+    np.testing.assert_array_equal(prepared[0], loaded)
+    np.testing.assert_array_equal(jmeta.data.preprocess("omniglot", png, image_size=20, resample="box")[0], loaded)
+    # A drawing of one's own in colour with transparency is prepared like Omniglot's black-on-white PNGs.
+    drawing = Image.open(io.BytesIO(png)).convert("RGBA")
+    np.testing.assert_array_equal(omniglot.preprocess([drawing], image_size=20, resample="box")[0], loaded)
 
 
 # ---------------------------------------------------------------------------------------------------------

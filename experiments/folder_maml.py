@@ -1,0 +1,26 @@
+"""MAML (Finn et al. 2017) on a folder of your own images: one sub-folder per class, or group/class
+sub-folders (see docs/your-own-data.md). 5-way 1-shot with 5 queries per class; Conv-4 (64 filters,
+stride-2 convolutions, mean over space before the head), one inner SGD step of 0.4 in meta-training and
+three at test, meta-batch 32, Adam 1e-3: MAML's Omniglot settings, a starting point for your data.
+
+Images are converted to `channels` (1 grey, 3 RGB) and resized to `image_size`; classes are split by
+`fractions` (train, val, test) drawn with `split_seed`, or by `split_file` (a CSV 'class,split'). Every class
+needs at least shots + queries images (6 here). `augment` (e.g. "rot90" for drawings, "crop4+flip" for
+photos) augments training episodes.
+
+Run: jmeta train experiments/folder_maml.py --workdir runs/my_maml data_dir=PATH
+See the data first: jmeta data folder --data-dir PATH
+"""
+
+from jmeta.experiment import few_shot_config
+
+
+def get_config():
+    config = few_shot_config("folder", "maml", ways=5, shots=1)
+    config.data_dir = ""  # required: data_dir=PATH
+    config.split, config.split_file = "", ""
+    config.image_size, config.channels, config.fractions = 28, 1, (0.7, 0.15, 0.15)
+    config.queries, config.eval_queries = 5, 5
+    config.pool = "mean"
+    config.steps = 10_000
+    return config
