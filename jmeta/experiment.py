@@ -179,7 +179,8 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
 def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The options ``config`` passes to its data set's loader: every option the loader takes that the config
     has under the same name and sets (not "" or None), the loader's ``seed`` (how classes are drawn into
-    splits) from ``split_seed``, and ``val_fraction`` when above 0.
+    splits) from ``split_seed``, ``split`` when it names a split registered for the data set, and
+    ``val_fraction`` when above 0.
 
     Example::
 
@@ -188,7 +189,7 @@ def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
         >>> data_options(config)
         {'split': 'background', 'seed': 0, 'val_fraction': 0.1}
     """
-    from jmeta.data.registry import entry
+    from jmeta.data.registry import entry, split_names
 
     renamed = {"seed": "split_seed"}
     options = {}
@@ -196,6 +197,8 @@ def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
         value = config.get(renamed.get(option, option))
         if value is not None and value != "" and option != "val_fraction":
             options[option] = tuple(value) if isinstance(value, list) else value
+    if config.get("split") and config.split in split_names(config.task):
+        options["split"] = config.split  # a registered split, also for a loader without a split option
     if config.get("val_fraction"):
         options["val_fraction"] = config.val_fraction
     return options

@@ -4,6 +4,7 @@ scikit-learn sets, the registry, and the errors for bad inputs."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -19,6 +20,7 @@ from PIL import Image, ImageDraw
 import jmeta.data
 import jmeta.data.miniimagenet as miniimagenet
 import jmeta.data.omniglot as omniglot
+import jmeta.data.tfds_sets as tfds_sets
 from jmeta.data import ClassDataset, FewShotData, load, summary
 from jmeta.data.cache import cache_path, cached_arrays
 from jmeta.data.tfds_sets import (
@@ -250,7 +252,10 @@ def test_omniglot_missing_directory_says_where_it_looked_and_how_to_provide_it(t
 
 def test_omniglot_missing_zip_is_named(tiny_omniglot):
     (tiny_omniglot / "images_evaluation.zip").unlink()
-    with pytest.raises(FileNotFoundError, match=r"missing images_evaluation\.zip.*from github\.com/brendenlake/omniglot.*data_dir=\.\.\."):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"missing images_evaluation\.zip.*from github\.com/brendenlake/omniglot.*data_dir=\.\.\.",
+    ):
         load("omniglot", tiny_omniglot, split="background")
 
 
@@ -367,6 +372,208 @@ def test_omniglot_preprocess_of_a_png_from_the_zip_equals_the_loaded_drawing(tin
     # A drawing of one's own in colour with transparency is prepared like Omniglot's black-on-white PNGs.
     drawing = Image.open(io.BytesIO(png)).convert("RGBA")
     np.testing.assert_array_equal(omniglot.preprocess([drawing], image_size=20, resample="box")[0], loaded)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image folders of one's own
+
+# class folder -> (PIL mode, size) of each of its images: grey, RGB, RGBA, palette and 1-bit, of different sizes.
+FOLDER_IMAGES = (
+    ("L", (30, 20)),
+    ("RGB", (40, 40)),
+    ("RGBA", (25, 35)),
+    ("P", (50, 30)),
+    ("1", (28, 28)),
+    ("RGB", (9, 12)),
+)
+
+
+def _class_image(mode: str, size: tuple[int, int], shade: int) -> Image.Image:
+    """A mid-grey ``shade`` everywhere; RGBA images are transparent on their left half (white once laid over
+    white); palette images carry the shade as a palette colour."""
+    image = Image.new("RGB", size, (shade, shade, shade))
+    if mode == "RGBA":
+        image = image.convert("RGBA")
+        ImageDraw.Draw(image).rectangle([0, 0, size[0] // 2 - 1, size[1]], fill=(0, 0, 0, 0))
+        return image
+    if mode == "P":
+        image = Image.new("P", size, 3)
+        image.putpalette([0, 0, 0] * 3 + [shade, shade, shade] + [0, 0, 0] * 252)
+        return image
+    return image.convert(mode) if mode != "1" else Image.new("1", size, 1)
+
+
+def _write_image_folder_of_classes(root: Path, classes: int = 8, two_levels: bool = False) -> Path:
+    for c in range(classes):
+        folder = root / f"group{c % 2}" / f"class{c}" if two_levels else root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i, (mode, size) in enumerate(FOLDER_IMAGES):
+            _class_image(mode, size, 40 + 20 * c).save(folder / f"{i:02d}.png")
+        (folder / "._00.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble companion
+    (root / ".DS_Store").write_bytes(b"junk")
+    (root / "README.txt").write_text("my classes")
+    return root
+
+
+def test_folder_converts_modes_resizes_and_skips_stray_files(tmp_path):
+    root = _write_image_folder_of_classes(tmp_path / "mine")
+    data = jmeta.data.from_folder(root, image_size=(12, 16), channels=3, fractions=(0.5, 0.25, 0.25), seed=1)
+    assert [data[s].num_classes for s in ("train", "val", "test")] == [4, 2, 2]
+    assert data["train"].input_shape == (12, 16, 3) and data["train"].images.dtype == np.uint8
+    assert set(data["train"].counts.tolist()) == {len(FOLDER_IMAGES)}
+    names = [n for s in ("train", "val", "test") for n in data[s].class_names]
+    assert sorted(names) == [f"class{c}" for c in range(8)]
+    train = data["train"]
+    c = int(train.class_names[0].removeprefix("class"))
+    images = train.images[train.offsets[0] : train.offsets[0] + len(FOLDER_IMAGES)].astype(int)
+    shade = 40 + 20 * c
+    for i in (0, 1, 3):  # grey, RGB and palette: the class's shade everywhere, in all three channels
+        assert np.abs(images[i] - shade).max() <= 1, i
+    rgba = images[2]
+    assert np.abs(rgba[:, -4:] - shade).max() <= 1 and (rgba[:, :4] == 255).all()  # transparent -> white
+    assert (images[4] == 255).all()  # 1-bit white
+    assert data.metadata["skipped files"] == "10 (9 hidden, 1 not an image; e.g. .DS_Store)"
+    assert data.metadata["layout"] == "one folder per class"
+    grey = jmeta.data.from_folder(root, image_size=10, fractions=(0.5, 0.25, 0.25), seed=1)
+    assert grey["train"].input_shape == (10, 10, 1) and grey["train"].class_names == train.class_names
+    other_seed = jmeta.data.from_folder(root, image_size=10, fractions=(0.5, 0.25, 0.25), seed=2)
+    assert other_seed["train"].class_names != train.class_names
+
+
+def test_folder_of_groups_with_a_split_file_is_cached_and_matches_preprocess(tmp_path, monkeypatch):
+    root = _write_image_folder_of_classes(tmp_path / "mine", classes=4, two_levels=True)
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("class,split\ngroup0/class0,train\ngroup1/class1,train\ngroup0/class2,test\n")
+    data = load("folder", root, split_file=split_file, image_size=14)
+    assert data["train"].class_names == ("group0/class0", "group1/class1") and tuple(data.splits) == ("train", "test")
+    assert data.metadata["layout"] == "group/class folders (two levels)"
+    assert "2 train, 1 test of 4 classes, by split file" in summary(data)
+    # Outside images are prepared exactly like the folder's own.
+    outside = [root / "group1" / "class1" / f"{i:02d}.png" for i in range(len(FOLDER_IMAGES))]
+    np.testing.assert_array_equal(jmeta.data.preprocess("folder", outside, image_size=14), data["train"].images[6:12])
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(jmeta.data.imaging, "prepare", no_decoding)
+    again = load("folder", root, split_file=split_file, image_size=14)
+    np.testing.assert_array_equal(again["train"].images, data["train"].images)
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    root = _write_image_folder_of_classes(tmp_path / "mine", classes=3)
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*absent' .* does not exist"):
+        jmeta.data.from_folder(tmp_path / "absent")
+    with pytest.raises(ValueError, match="the folder data set needs data_dir=PATH"):
+        load("folder")
+    (tmp_path / "split.csv").write_text("class,split\nclass0,train\nclass7,test\n")
+    with pytest.raises(ValueError, match=r"line 3: class 'class7' is not in the data set"):
+        load("folder", root, split_file=tmp_path / "split.csv")
+    with pytest.raises(ValueError, match="give one of fractions, split_file and split; got fractions, split_file"):
+        load("folder", root, split_file=tmp_path / "split.csv", fractions=(0.5, 0.25, 0.25))
+    with pytest.raises(ValueError, match=r"fractions=\(0.9, 0.05, 0.05\) of 3 classes leave the val, test split"):
+        load("folder", root, fractions=(0.9, 0.05, 0.05))
+    with pytest.raises(ValueError, match=r"fractions must be \(train, val, test\) of the classes.*summing to 1"):
+        load("folder", root, fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="channels must be one of 1, 3; got 4"):
+        load("folder", root, channels=4)
+    Image.new("L", (5, 5)).save(root / "loose.png")
+    with pytest.raises(ValueError, match=r"images lie directly in it \(\['loose.png'\]\)"):
+        load("folder", root)
+    (root / "loose.png").unlink()
+    (root / "class0" / "deeper").mkdir()
+    Image.new("L", (5, 5)).save(root / "class0" / "deeper" / "x.png")
+    with pytest.raises(ValueError, match=r"found depths \[1, 2\]"):
+        load("folder", root)
+    (root / "class0" / "deeper" / "x.png").unlink()
+    (root / "class1" / "05.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match=r"could not decode the image .*class1/05\.png"):
+        load("folder", root)
+
+
+def test_a_data_set_registered_by_name_loads_and_trains_as_task_name(tmp_path):
+    from jmeta.experiment import build, few_shot_config
+
+    def load_shapes(data_dir=None, *, per_class=6):
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (10 * per_class, 8, 8, 1), dtype=np.uint8)
+        return FewShotData(
+            "shapes",
+            {"train": ClassDataset.from_unsorted(images, np.arange(len(images)) % 10, [f"s{i}" for i in range(10)])},
+        )
+
+    jmeta.data.register_dataset("shapes", load_shapes, replace=True)
+    jmeta.data.register_split(
+        "shapes", "halves", lambda names: {"train": names[:6], "val": names[6:8], "test": names[8:]}
+    )
+    assert "shapes" in jmeta.data.dataset_names()
+    data = load("shapes", split="halves", per_class=7)  # no split option of its own: classes pooled, then split
+    assert [data[s].num_classes for s in ("train", "val", "test")] == [6, 2, 2] and set(data["test"].counts) == {7}
+    assert data["test"].class_names == ("s8", "s9")
+    config = few_shot_config("shapes", "protonet", ways=2, shots=1)
+    config.split, config.per_class = "halves", 6
+    family = build(config).family
+    assert family.sample_test(jax.random.key(0), 3).query_x.shape == (3, 2, 8, 8, 1)
+    with pytest.raises(ValueError, match="a data set named 'shapes' is already registered; pass replace=True"):
+        jmeta.data.register_dataset("shapes", load_shapes)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data in experiment configs
+
+
+def test_omniglot_background_split_in_a_config_needs_val_fraction_or_no_validation(tiny_omniglot):
+    from jmeta.experiment import episodic_family, few_shot_config
+
+    config = few_shot_config("omniglot", "protonet", ways=2, shots=1)
+    config.data_dir, config.split, config.eval_ways = str(tiny_omniglot), "background", 2
+    with pytest.raises(
+        ValueError, match=r"omniglot \(split='background'\) has no validation classes .*val_fraction=0.1.*val_every=0"
+    ):
+        episodic_family(config)
+    config.val_every = 0
+    assert episodic_family(config).sample_val is None  # no validation: nothing to sample
+    config.val_every, config.val_fraction = 1000, 0.34
+    with pytest.raises(
+        ValueError, match=r"number of classes in omniglot's val split \(split='background'\) \(1\); got ways=2"
+    ):
+        episodic_family(config)  # one of the three background characters carved for validation, not rotated
+    config.eval_ways = 1
+    assert episodic_family(config).sample_val.arrays.index.shape[0] == 1
+
+
+def test_config_data_dir_none_override_and_default_data_dir(monkeypatch, tmp_path):
+    from jmeta.experiment import load_config
+
+    monkeypatch.setenv("JMETA_DATA_DIR", str(tmp_path / "data"))
+    config = load_config(Path(__file__).parents[1] / "experiments" / "omniglot_maml.py")
+    assert config.data_dir == str(tmp_path / "data" / "omniglot") == str(jmeta.data.default_data_dir("omniglot"))
+    assert (
+        load_config(Path(__file__).parents[1] / "experiments" / "omniglot_maml.py", ["data_dir=None"]).data_dir is None
+    )
+    monkeypatch.delenv("JMETA_DATA_DIR")
+    assert jmeta.data.default_data_dir("omniglot") == Path.home() / "jmeta_data" / "omniglot"
+
+
+def test_folder_protonet_trains_from_the_command_line_on_a_folder_of_pngs(tmp_path, capsys):
+    from jmeta.cli import main
+
+    root = _write_image_folder_of_classes(tmp_path / "mine", classes=8, two_levels=True)
+    assert main(["data", "folder", "--data-dir", str(root)]) == 0
+    assert "skipped files: 10 (9 hidden, 1 not an image" in capsys.readouterr().out
+    overrides = ["steps=3", "log_every=1", "val_every=3", "val_tasks=2", "eval_tasks=4", "ways=2", "eval_ways=2"]
+    overrides += [
+        "queries=2",
+        "eval_queries=2",
+        "fractions=(0.5,0.25,0.25)",
+        "image_size=16",
+        "hidden=8",
+        "meta_batch=2",
+    ]
+    config = str(Path(__file__).parents[1] / "experiments" / "folder_protonet.py")
+    assert main(["train", config, "--workdir", str(tmp_path / "run"), f"data_dir={root}", *overrides]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["results"]["0"]["accuracy"]["tasks"] == 4
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -576,10 +783,57 @@ def test_omniglot_through_mocked_tfds(mock_tfds):
     assert data["train"].num_classes == 4 * data.metadata["characters"]["train"]
 
 
-def test_tfds_failure_names_the_data_set_and_the_fix():
+def test_tfds_failure_names_the_data_set_and_its_cause():
     pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(RuntimeError, match=r"TFDS could not prepare 'no_such_dataset_xyz' .*network access"):
+    with pytest.raises(
+        RuntimeError, match=r"TFDS could not prepare 'no_such_dataset_xyz' .*DatasetNotFoundError"
+    ) as caught:
         tfds_builder("no_such_dataset_xyz", None)
+    assert "network" not in str(caught.value)
+
+
+def test_tfds_missing_modules_are_named_not_the_network(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setitem(sys.modules, "importlib_resources", None)  # as on a fresh Python 3.11 install
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # which TFDS's builders read their downloads with
+    builder = tfds.builder("omniglot", data_dir=tmp_path / "tfds")
+    assert tfds_sets.missing_modules(builder) == ["importlib_resources", "tensorflow"]  # found without network
+    with pytest.raises(
+        ImportError,
+        match=r"cannot prepare 'omniglot' .*imports importlib_resources, tensorflow.*pip install importlib_resources",
+    ) as caught:
+        load("omniglot", split="background")  # data_dir=None: through TFDS, as `jmeta data omniglot`
+    assert "no network" not in str(caught.value)
+
+    def offline(self, *args, **kwargs):  # failing first on the download: the missing module is still named
+        raise OSError("Failed to resolve 'github.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(ImportError, match="imports importlib_resources, tensorflow"):
+        tfds_builder("omniglot", tmp_path / "tfds")
+
+
+def test_tfds_without_network_says_so(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    requests = pytest.importorskip("requests")
+    monkeypatch.setattr(tfds_sets, "missing_modules", lambda builder: [])
+
+    def offline(self, *args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'github.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(
+        RuntimeError, match=r"TFDS could not download 'mnist' into .*tfds: no network access \(ConnectionError"
+    ):
+        tfds_builder("mnist", tmp_path / "tfds")
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", disk_full)
+    with pytest.raises(RuntimeError, match=r"could not prepare 'mnist' .*No space left on device\; the full") as caught:
+        tfds_builder("mnist", tmp_path / "tfds")
+    assert "no network" not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------------------------------------
