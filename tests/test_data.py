@@ -635,6 +635,26 @@ def test_real_omniglot_rotated_train_split_and_episodes(real_omniglot):
 
 
 @needs_real_omniglot
+def test_real_omniglot_preprocess_of_a_png_from_the_zip_equals_the_loaded_array(real_omniglot):
+    with zipfile.ZipFile(REAL_OMNIGLOT / "images_evaluation.zip") as archive:
+        name = sorted(n for n in archive.namelist() if n.endswith(".png"))[0]
+        png = archive.read(name)
+    test = real_omniglot["background"]["test"]
+    character = "/".join(name.split("/")[1:3])
+    loaded = test.images[test.offsets[test.class_names.index(character)]]  # its first drawing, as sorted
+    np.testing.assert_array_equal(omniglot.preprocess([png])[0], loaded)
+
+
+@needs_real_omniglot
+def test_real_omniglot_background_split_trains_on_background_and_validates_on_carved_characters(real_omniglot):
+    data = load("omniglot", REAL_OMNIGLOT, split="background", val_fraction=0.1)
+    assert [data[s].num_classes for s in ("train", "val", "test")] == [4 * 868, 96, 659]
+    background = set(real_omniglot["background"].metadata["alphabets"]["train"])
+    assert set(data.metadata["alphabets"]["val"]) <= background
+    assert set(data.metadata["alphabets"]["test"]).isdisjoint(background)
+
+
+@needs_real_omniglot
 def test_real_omniglot_maml_split_depends_on_the_seed(real_omniglot):
     assert real_omniglot["maml-seed-1"]["test"].class_names != real_omniglot["maml"]["test"].class_names
 
