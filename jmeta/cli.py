@@ -5,7 +5,8 @@ Example::
     jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml steps=2000
     jmeta eval --workdir runs/sinusoid_maml eval_tasks=1000
     jmeta plot --workdir runs/sinusoid_maml
-    jmeta data omniglot --data-dir ../shared/data/omniglot
+    jmeta data omniglot --data-dir ~/jmeta_data/omniglot
+    jmeta data folder --data-dir my_images
     jmeta predict runs/distill/student images.npy
     jmeta bench sinusoid-maml --peer l2l
 """
@@ -39,9 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
 
     data = commands.add_parser("data", help="prepare a few-shot data set (cached) and print its summary")
-    data.add_argument("name", help="omniglot, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits or iris")
-    data.add_argument("--data-dir", help="folder holding the data (omniglot: the two official zips)")
-    data.add_argument("--split", help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official")
+    data.add_argument(
+        "name",
+        help="omniglot, folder, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits, iris, or a name registered "
+        "with jmeta.data.register_dataset",
+    )
+    data.add_argument(
+        "--data-dir",
+        help="folder holding the data (omniglot: the two official zips; folder: one sub-folder of images per "
+        "class); without it, TFDS where the data set has a TFDS builder",
+    )
+    data.add_argument(
+        "--split",
+        help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official; or a registered split",
+    )
 
     predict = commands.add_parser("predict", help="run an exported model (jmeta.export) on inputs from a .npy file")
     predict.add_argument("artifact", help="a folder written by jmeta.export.export_model")

@@ -219,6 +219,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     config.val_fraction = 0.0  # > 0: validation classes carved from the train classes (for splits without val)
     config.split_seed = 0  # draws classes into splits (Omniglot's maml split, val_fraction, folder fractions)
     config.augment = ""  # meta-training episodes: "rot90", "cropP", "flip", joined by "+" ("" none)
+    config.rotate = ("train",)  # Omniglot: splits whose characters also appear rotated, as new classes
     config.model, config.hidden, config.downsample, config.pool = "conv4", 64, "stride", "flatten"
     config.batch_norm = "batch statistics in every pass, also at test (transductive), as MAML's code"
     config.ways, config.eval_ways, config.shots, config.queries = ways, ways, shots, shots
