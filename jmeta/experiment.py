@@ -180,7 +180,7 @@ def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The options ``config`` passes to its data set's loader: every option the loader takes that the config
     has under the same name and sets (not "" or None), the loader's ``seed`` (how classes are drawn into
     splits) from ``split_seed``, ``split`` when it names a split registered for the data set, and
-    ``val_fraction`` when above 0.
+    ``val_fraction`` when above 0 (carved with that ``seed``; with 0 for a loader that has no ``seed``).
 
     Example::
 
