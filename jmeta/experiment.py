@@ -187,7 +187,7 @@ def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
         >>> config = few_shot_config("omniglot", "maml", ways=5, shots=1)
         >>> config.split, config.val_fraction = "background", 0.1
         >>> data_options(config)
-        {'split': 'background', 'seed': 0, 'val_fraction': 0.1}
+        {'split': 'background', 'rotate': ('train',), 'seed': 0, 'val_fraction': 0.1}
     """
     from jmeta.data.registry import entry, split_names
 
