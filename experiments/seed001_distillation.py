@@ -1,7 +1,7 @@
 """Source 001: knowledge distillation for image recognition, then deployment. A MAML Conv4 teacher (64
 filters) is meta-trained on Omniglot 5-way 1-shot; a Conv4 student with 16 filters is meta-trained (MAML
 inner loop) to match the teacher's adapted query predictions at ``temperature``, with ``hard_weight`` of
-the loss on the true labels (``jmeta.distill``); the student, adapted to a test task, is exported
+the loss on the true labels (``jmeta.systems.distill``); the student, adapted to a test task, is exported
 (``workdir/student``) and reloaded with ``jmeta.export.load_predictor``.
 
 ``steps``: meta-steps of the teacher and again of the student; ``meta_batch``: tasks per meta-step;

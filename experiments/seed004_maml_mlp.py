@@ -7,7 +7,7 @@ with TFDS data: ``task=mnist``.
 Run: jmeta train experiments/seed004_maml_mlp.py --workdir runs/seed004_maml_mlp
 """
 
-from jmeta.programs import maml_mlp_config
+from jmeta.systems.maml_mlp import maml_mlp_config
 
 
 def get_config():

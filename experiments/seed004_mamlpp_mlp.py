@@ -8,7 +8,7 @@ digits; with TFDS data: ``task=mnist``.
 Run: jmeta train experiments/seed004_mamlpp_mlp.py --workdir runs/seed004_mamlpp_mlp
 """
 
-from jmeta.programs import maml_mlp_config
+from jmeta.systems.maml_mlp import maml_mlp_config
 
 
 def get_config():

@@ -8,7 +8,7 @@ validation digits: the last parameters are meta-tested. Offline default: scikit-
 Run: jmeta train experiments/seed004_reptile_mlp.py --workdir runs/seed004_reptile_mlp
 """
 
-from jmeta.programs import maml_mlp_config
+from jmeta.systems.maml_mlp import maml_mlp_config
 
 
 def get_config():

@@ -97,7 +97,12 @@ def _train(args: argparse.Namespace) -> int:
     from jmeta.train import format_results, train_and_evaluate
 
     config = load_config(args.config, args.overrides)
-    results = train_and_evaluate(config, args.workdir)
+    if config.get("program"):  # a source system (jmeta.systems), not a meta-learner trained episode by episode
+        from jmeta.systems.programs import run_program
+
+        results = run_program(config, args.workdir)
+    else:
+        results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
     outputs = sorted(path.name for path in Path(args.workdir).iterdir() if path.is_file())
     print(f"outputs in {args.workdir}/: {', '.join(outputs)}")

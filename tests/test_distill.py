@@ -12,8 +12,8 @@ import optax
 import pytest
 
 import jmeta
-from jmeta.distill import distill, distillation_loss
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.systems.distill import distill, distillation_loss
 
 WAYS, SHOTS, QUERIES = 3, 5, 10
 

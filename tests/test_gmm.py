@@ -11,7 +11,7 @@ import pytest
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from jmeta import gmm
+from jmeta.systems import gmm
 
 COVARIANCES = ("full", "diag")
 

@@ -10,7 +10,7 @@ import ml_collections
 import pytest
 
 from jmeta import cli
-from jmeta.programs import PROGRAMS, run_program
+from jmeta.systems.programs import PROGRAMS, run_program
 from jmeta.train import format_results
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]

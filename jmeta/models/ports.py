@@ -104,7 +104,7 @@ class SharedTrunk002(linen.Module):
     here the Dense(64) layer *is* the shared trunk, and the head returns logits.
 
     With ``num_classes=None`` the module is the trunk alone and returns the ``features`` ReLU features,
-    for :mod:`jmeta.multitask`, which keeps one head per training task on top of it; with
+    for :mod:`jmeta.systems.multitask`, which keeps one head per training task on top of it; with
     ``num_classes=k`` it is the article's whole model (trunk and a single ``k``-way head).
 
     Example::
@@ -153,7 +153,7 @@ class LearningCurveLSTM003(linen.Module):
     """The meta-model of ``003_95a7f28474b43b71.txt``: LSTM(64) over learning curves, then Dense(k).
 
     Input ``(batch, time, learners)``: at each time step, the validation accuracy of every base learner
-    (e.g. after training on a growing part of a task's data, see :mod:`jmeta.selection`). Output
+    (e.g. after training on a growing part of a task's data, see :mod:`jmeta.systems.selection`). Output
     ``(batch, num_learners)``: logits of which learner is best on the task. Corrections: the article
     feeds a Python list of one model's accuracies, copies a base model's weights into the LSTM
     (``set_weights``), fits against the Iris test *labels* and predicts from them; here the LSTM reads

@@ -33,16 +33,26 @@ Example::
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 
 from jmeta import losses
+from jmeta.evaluation import Estimate, evaluate
+from jmeta.export import export_model, load_predictor
 from jmeta.learners.base import Learner, LossFn, TaskOutput, call_apply
 from jmeta.learners.maml import maml
-from jmeta.nn import Model, PyTree
+from jmeta.meta_trainer import meta_trainer
+from jmeta.models import Conv4
+from jmeta.nn import Model, PyTree, from_linen
+from jmeta.systems.common import few_shot_protocol, omniglot, report, train_steps
+from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float
 
@@ -166,3 +176,107 @@ def distill(
         return loss, TaskOutput(values, new_state)
 
     return student_learner._replace(task_loss=task_loss)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `distill` program of `jmeta train`: a MAML teacher distilled into a smaller student, exported
+
+
+def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Meta-trains a MAML Conv4 teacher (``config.hidden`` filters) on Omniglot for ``config.steps``
+    meta-steps of ``config.meta_batch`` tasks, then a student (``config.student_hidden`` filters) as long on
+    the teacher's adapted predictions (:func:`distill`); meta-tests both on the same
+    ``config.eval_tasks`` tasks, exports the student adapted to one test task to ``workdir/student`` and
+    checks that the reloaded predictor agrees with it."""
+    data = omniglot(config)
+    train = make_episode_sampler(data["train"], config.ways, config.shots, config.queries)
+    test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
+    example = jnp.zeros((1, *data["train"].input_shape))
+    teacher_key, student_key, train_key, test_key = jax.random.split(jax.random.key(config.seed), 4)
+    metrics = {"accuracy": losses.accuracy}
+
+    def conv4(hidden: int) -> tuple[dict[str, Any], Model]:
+        kwargs = {"num_classes": config.ways, "hidden": hidden, "downsample": config.downsample, "pool": config.pool}
+        return kwargs, from_linen(Conv4(**kwargs), example)
+
+    def meta_train(learner: Any, key: jax.Array) -> Any:
+        trainer = meta_trainer(learner, optax.adam(config.meta_lr), batching=config.batching)
+        state, _ = train_steps(
+            trainer.update, trainer.init(key), train, train_key, steps=config.steps, batch=config.meta_batch
+        )
+        return state
+
+    _, teacher_model = conv4(config.hidden)
+    teacher = maml(teacher_model, losses.cross_entropy, config.inner_lr, config.inner_steps, metrics=metrics)
+    teacher_state = meta_train(teacher, teacher_key)
+    student_kwargs, student_model = conv4(config.student_hidden)
+    student = distill(
+        student_model,
+        teacher,
+        teacher_state.params,
+        teacher_state.model_state,
+        inner_lr=config.inner_lr,
+        steps=config.inner_steps,
+        temperature=config.temperature,
+        hard_weight=config.hard_weight,
+        teacher_steps=max(config.eval_steps),
+    )
+    student_state = meta_train(student, student_key)
+
+    def meta_test(learner: Any, state: Any) -> dict[int, dict[str, Estimate]]:
+        return evaluate(
+            learner,
+            state.params,
+            state.model_state,
+            test,
+            test_key,
+            num_tasks=config.eval_tasks,
+            steps=config.eval_steps,
+            batching_strategy=config.batching,
+        )
+
+    teacher_results, student_results = meta_test(teacher, teacher_state), meta_test(student, student_state)
+    rows = {}
+    for steps in config.eval_steps:
+        rows[f"teacher, {steps} steps"] = {"accuracy": teacher_results[steps]["accuracy"]}
+        rows[f"student, {steps} steps"] = {"accuracy": student_results[steps]["accuracy"]}
+    export = export_student(config, student, student_state, student_kwargs, test, test_key, workdir)
+    protocol = few_shot_protocol(config, f"last, step {config.steps} (teacher and student each)")
+    agreement = {str(k): by_metric["agreement"]._asdict() for k, by_metric in student_results.items()}
+    return report(config, rows, protocol, student_teacher_agreement=agreement, export=export)
+
+
+def export_student(
+    config: ml_collections.ConfigDict,
+    student: Any,
+    state: Any,
+    kwargs: dict[str, Any],
+    test: Callable[[jax.Array, int], Any],
+    key: jax.Array,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Adapts the student to one test task, exports it to ``workdir/student`` with ``export_model``,
+    reloads it with ``load_predictor`` and compares the two on the task's query set."""
+    task = jax.tree.map(lambda a: a[0], test(key, 1))
+    steps = max(config.eval_steps)
+    adapted = student.adapt(state.params, state.model_state, task.support_x, task.support_y, steps)
+    logits, _ = student.predict(adapted, state.model_state, task.query_x)
+    path = export_model(
+        workdir / "student",
+        "conv4",
+        kwargs,
+        adapted,
+        state.model_state,
+        input_shape=task.query_x.shape[1:],
+        overwrite=True,
+    )
+    reloaded = load_predictor(path)(task.query_x)
+    return {
+        "path": str(path),
+        "inner_steps": steps,
+        "predictions_agree": float(np.mean(np.argmax(reloaded, -1) == np.asarray(jnp.argmax(logits, -1)))),
+        "max_abs_logit_difference": float(np.max(np.abs(reloaded - np.asarray(logits)))),
+        "query_accuracy": float(np.mean(np.argmax(reloaded, -1) == np.asarray(task.query_y))),
+    }
+
+
