@@ -63,10 +63,14 @@ def test_multitask(tmp_path):
     assert set(results["results"]) == {"head steps 0", "head steps 100"}
 
 
-@needs_omniglot
-@pytest.mark.slow
-def test_distillation_exports_a_student_that_reloads(tmp_path):
-    results = train(tmp_path, "seed001_distillation", *SMALL, "meta_batch=2")
+def test_distillation_beside_the_labels_only_student(tmp_path):
+    results = train(tmp_path, "seed001_distillation", "steps=3", "eval_tasks=3", "teacher_steps=5", "sweep=((1,0.5),)")
+    entry, rows = results["comparison"], results["results"]
+    assert entry["baseline"] == "student, labels only" and entry["system"] in rows
+    system, baseline = rows[entry["system"]]["accuracy"], rows[entry["baseline"]]["accuracy"]
+    assert entry["gain"]["tasks"] == 3
+    assert entry["gain"]["mean"] == pytest.approx(system["mean"] - baseline["mean"])
+    assert [(s["temperature"], s["hard_weight"], s["gain"]["tasks"]) for s in results["sweep"]] == [(1, 0.5, 3)]
     assert results["export"]["predictions_agree"] == 1.0
     assert (tmp_path / "seed001_distillation" / "student" / "manifest.json").is_file()
 

@@ -1,8 +1,9 @@
 """Source 000: supervised image classification with the article's MLP 784-512-256 (``ImageMLP000``, with
 the output layer it lacked) or 004's 784-1000-10, trained by SGD with momentum 0.9 as the article's loop.
 
-:func:`supervised_split` gives the ten-class train and test examples of a data set; :func:`program` is the
-``supervised`` program of ``jmeta train`` (``experiments/seed000_image_mlp.py``).
+:func:`supervised_split` gives the ten-class train and test examples of a data set, :func:`fit_classifier`
+trains a classifier on them; :func:`program` is the ``supervised`` program of ``jmeta train``
+(``experiments/seed000_image_mlp.py``).
 
 Example::
 
@@ -26,7 +27,7 @@ from jmeta.data import load
 from jmeta.evaluation import estimate
 from jmeta.losses import cross_entropy
 from jmeta.models.ports import ImageMLP000, SourceMLP004
-from jmeta.nn import PyTree, from_linen
+from jmeta.nn import Model, PyTree, from_linen
 from jmeta.systems.common import report, train_steps
 from jmeta.validation import one_of, positive_int
 
@@ -73,6 +74,54 @@ def supervised_split(task: str, data_dir: str, seed: int) -> tuple[tuple[np.ndar
 
 
 
+def fit_classifier(
+    model: Model,
+    params: PyTree,
+    model_state: PyTree,
+    x: np.ndarray,
+    y: np.ndarray,
+    key: jax.Array,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+) -> tuple[PyTree, float]:
+    """Trains ``model`` (logits) from ``params`` on examples ``x`` ``(n, *input_shape)`` with integer
+    labels ``y`` ``(n,)`` by ``steps`` steps of SGD with momentum 0.9 at ``lr`` on mini-batches of
+    ``batch`` examples drawn uniformly with replacement (from ``key``), minimising the cross-entropy;
+    returns the parameters and the last mini-batch's loss. ValueError for a non-positive count.
+
+    Example::
+
+        >>> import jmeta
+        >>> model = jmeta.from_linen(jmeta.models.MLP((2,)), jnp.zeros((1, 1)))
+        >>> params, state = model.init(jax.random.key(0))
+        >>> x, y = np.array([[-1.0], [1.0]], np.float32), np.array([0, 1])
+        >>> params, loss = fit_classifier(model, params, state, x, y, jax.random.key(1), steps=200, batch=2, lr=0.5)
+        >>> loss < 0.1
+        True
+    """
+    optimizer = optax.sgd(lr, momentum=0.9)
+
+    def draw(x: jax.Array, y: jax.Array, key: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+        picks = jax.random.randint(key, (size,), 0, len(y))
+        return x[picks], y[picks]
+
+    sample = jax.tree_util.Partial(draw, jnp.asarray(x), jnp.asarray(y))
+
+    def update(carry: tuple[PyTree, optax.OptState], batch: tuple[jax.Array, jax.Array]) -> tuple[Any, dict]:
+        params, opt_state = carry
+        loss, grads = jax.value_and_grad(lambda p: cross_entropy(model.apply(p, model_state, batch[0])[0], batch[1]))(
+            params
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), {"loss": loss}
+
+    steps, batch = positive_int("steps", steps), positive_int("batch", batch)
+    (params, _), last = train_steps(update, (params, optimizer.init(params)), sample, key, steps=steps, batch=batch)
+    return params, last["loss"]
+
+
 def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Trains ``config.model`` (``image_mlp_000`` or ``source_mlp_004``) on ``config.task``'s training
     examples by ``config.steps`` steps of SGD (``config.lr``, momentum 0.9) on mini-batches of
@@ -84,25 +133,9 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     model = from_linen(module, jnp.asarray(train_x[:1]))
     init_key, batch_key = jax.random.split(jax.random.key(config.seed))
     params, model_state = model.init(init_key)
-    optimizer = optax.sgd(config.lr, momentum=0.9)
-
-    def draw(x: jax.Array, y: jax.Array, key: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
-        picks = jax.random.randint(key, (size,), 0, len(y))
-        return x[picks], y[picks]
-
-    sample = jax.tree_util.Partial(draw, jnp.asarray(train_x), jnp.asarray(train_y))
-
-    def update(carry: tuple[PyTree, optax.OptState], batch: tuple[jax.Array, jax.Array]) -> tuple[Any, dict]:
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(lambda p: cross_entropy(model.apply(p, model_state, batch[0])[0], batch[1]))(
-            params
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), {"loss": loss}
-
     steps, batch = positive_int("steps", config.steps), positive_int("meta_batch", config.meta_batch)
-    (params, _), last = train_steps(
-        update, (params, optimizer.init(params)), sample, batch_key, steps=steps, batch=batch
+    params, last_loss = fit_classifier(
+        model, params, model_state, train_x, train_y, batch_key, steps=steps, batch=batch, lr=config.lr
     )
     count = min(positive_int("eval_tasks", config.eval_tasks), len(test_y))
     scored = np.random.default_rng(config.seed).permutation(len(test_y))[:count]
@@ -114,9 +147,7 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "shots": "all training examples",
         "queries_per_task": 1,
         "inner_lr": config.lr,
-        "checkpoint": f"last, step {steps} (SGD momentum 0.9, batch {batch}; final training loss {last['loss']:.4g})",
+        "checkpoint": f"last, step {steps} (SGD momentum 0.9, batch {batch}; final training loss {last_loss:.4g})",
         "ci": "95% over test examples, 1.96 * std / sqrt(examples)",
     }
     return report(config, {"test": {"accuracy": estimate(correct)}}, protocol)
-
-
