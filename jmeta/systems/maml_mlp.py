@@ -36,7 +36,7 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     training digits (0-4), through ``jmeta.train``'s loop (metrics, checkpoints, resumption), and meta-tests
     the last parameters on the test digits (5-9). The digit sets have no validation classes, so validation
     tasks come from the training digits and only monitor training; no checkpoint is chosen by them."""
-    one_of("task", config.task, ("mnist", "digits"))
+    one_of("task", config.task, ("mnist", "digits", "mnist-sample", "mnist-idx"))
     data = load(config.task, config.data_dir or None)
     train = make_episode_sampler(data["train"], config.ways, config.shots, config.queries)
     val = make_episode_sampler(data["train"], config.eval_ways, config.eval_shots, config.eval_queries)

@@ -31,6 +31,10 @@ from jmeta.nn import Model, PyTree, from_linen
 from jmeta.systems.common import report, train_steps
 from jmeta.validation import one_of, positive_int
 
+# Ten-class sets with their own train and test examples, and those whose class halves are pooled and split.
+OFFICIAL_SPLIT = ("mnist", "cifar10", "mnist-idx")
+POOLED = ("digits", "mnist-sample")
+
 
 def scaled(images: np.ndarray) -> np.ndarray:
     """Images as float32, uint8 grey levels scaled to [0, 1].
@@ -47,9 +51,10 @@ def scaled(images: np.ndarray) -> np.ndarray:
 def supervised_split(task: str, data_dir: str, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """``((train_x, train_y), (test_x, test_y))`` over all ten classes of ``task``.
 
-    MNIST and CIFAR-10 use TFDS's official train and test examples (``split="official"``). scikit-learn's
-    digits has no such split, so its two class halves (0-4 and 5-9) are pooled back into ten classes and
-    split 80/20 within each class, at random with ``seed``.
+    MNIST and CIFAR-10 (TFDS) and ``mnist-idx`` (MNIST's IDX files in ``data_dir``) use their official
+    train and test examples (``split="official"``). scikit-learn's ``digits`` and ``mnist-sample`` (5,000
+    real MNIST digits, ``pip install 'jmeta[mnist]'``) have no such split, so their two class halves (0-4 and
+    5-9) are pooled back into ten classes and split 80/20 within each class, at random with ``seed``.
 
     Example::
 
@@ -57,11 +62,11 @@ def supervised_split(task: str, data_dir: str, seed: int) -> tuple[tuple[np.ndar
         >>> len(train_x) + len(test_x), sorted(set(test_y.tolist())) == list(range(10))
         (1797, True)
     """
-    one_of("task", task, ("mnist", "cifar10", "digits"))
-    if task != "digits":
+    one_of("task", task, OFFICIAL_SPLIT + POOLED)
+    if task in OFFICIAL_SPLIT:
         data = load(task, data_dir or None, split="official")
         return tuple((scaled(data[s].images), np.asarray(data[s].labels)) for s in ("train", "test"))
-    data = load("digits")
+    data = load(task, data_dir or None)
     images = np.concatenate([data["train"].images, data["test"].images])
     labels = np.concatenate([data["train"].labels, data["test"].labels + data["train"].num_classes])
     rng = np.random.default_rng(seed)
@@ -70,8 +75,6 @@ def supervised_split(task: str, data_dir: str, seed: int) -> tuple[tuple[np.ndar
         members = rng.permutation(np.flatnonzero(labels == label))
         test[members[: round(0.2 * len(members))]] = True
     return (scaled(images[~test]), labels[~test]), (scaled(images[test]), labels[test])
-
-
 
 
 def fit_classifier(
