@@ -148,9 +148,13 @@ def distill(
     Args:
       student: the student ``jmeta.Model``, returning logits.
       teacher: the teacher's ``jmeta.Learner``; only its ``adapt`` and ``predict`` are used.
-      teacher_params, teacher_state: the teacher's trained meta-parameters and model state (fixed).
-      inner_lr, steps, first_order: the student's MAML inner loop (SGD learning rate, step count).
-      temperature, hard_weight: those of :func:`distillation_loss`.
+      teacher_params: the teacher's trained meta-parameters (fixed).
+      teacher_state: the teacher's model state (fixed).
+      inner_lr: the SGD learning rate of the student's MAML inner loop.
+      steps: the inner loop's step count.
+      temperature: that of :func:`distillation_loss`.
+      hard_weight: that of :func:`distillation_loss`.
+      first_order: whether the student's MAML drops second-order terms.
       teacher_steps: inner steps of the teacher (``None``: its default).
       metrics: extra query metrics of the student; ``accuracy`` and ``agreement`` (with the teacher's
         adapted predictions) are always reported.
