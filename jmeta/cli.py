@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("inputs", help="a .npy file of inputs shaped (points, *input_shape)")
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
 
-    bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
+    bench = commands.add_parser("bench", help="measure throughput; prints 'tasks/s N' (gmm-em: 'EM iterations/s N')")
     bench.add_argument("name", choices=sorted([*PEER_SCRIPTS, "gmm-em"]), help="the workload")
     bench.add_argument(
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         choices=["l2l", "higher", "func", "sklearn"],
         help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
-        '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`)',
+        '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`); '
+        "sklearn: scikit-learn's GaussianMixture, for gmm-em",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
 
