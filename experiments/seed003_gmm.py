@@ -1,5 +1,5 @@
 """Source 003, second part: EM for Gaussian mixtures. A 3-component full-covariance mixture is fitted to
-the 150 Iris flowers by ``jmeta.gmm`` and by scikit-learn's ``GaussianMixture`` from the same k-means++
+the 150 Iris flowers by ``jmeta.systems.gmm`` and by scikit-learn's ``GaussianMixture`` from the same k-means++
 initialisations; clusters are scored against the species (adjusted Rand index, purity).
 
 ``steps``: at most this many EM iterations (``tol`` stops earlier); ``eval_tasks``: initialisations;

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     data = commands.add_parser("data", help="prepare a few-shot data set (cached) and print its summary")
     data.add_argument(
         "name",
-        help="omniglot, folder, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits, iris, or a name registered "
-        "with jmeta.data.register_dataset",
+        help="omniglot, folder, mini-imagenet, cifar-fs, fc100, mnist, cifar10, digits, iris, mnist-idx, "
+        "mnist-sample, or a name registered with jmeta.data.register_dataset",
     )
     data.add_argument(
         "--data-dir",
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("inputs", help="a .npy file of inputs shaped (points, *input_shape)")
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
 
-    bench = commands.add_parser("bench", help="measure meta-training throughput; prints 'tasks/s N' last")
-    bench.add_argument("name", choices=sorted(PEER_SCRIPTS), help="the workload")
+    bench = commands.add_parser("bench", help="measure throughput; prints 'tasks/s N' (gmm-em: 'EM iterations/s N')")
+    bench.add_argument("name", choices=sorted([*PEER_SCRIPTS, "gmm-em"]), help="the workload")
     bench.add_argument(
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
     )
@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         "--peer",
         action="append",
         default=[],
-        choices=["l2l", "higher", "func"],
+        choices=["l2l", "higher", "func", "sklearn"],
         help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
-        '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`)',
+        '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`); '
+        "sklearn: scikit-learn's GaussianMixture, for gmm-em",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
 
@@ -109,7 +110,12 @@ def _train(args: argparse.Namespace) -> int:
     from jmeta.train import format_results, train_and_evaluate
 
     config = load_config(args.config, args.overrides)
-    results = train_and_evaluate(config, args.workdir)
+    if config.get("program"):  # a source system (jmeta.systems), not a meta-learner trained episode by episode
+        from jmeta.systems.programs import run_program
+
+        results = run_program(config, args.workdir)
+    else:
+        results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
     outputs = sorted(path.name for path in Path(args.workdir).iterdir() if path.is_file())
     print(f"outputs in {args.workdir}/: {', '.join(outputs)}")
@@ -157,6 +163,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.name == "gmm-em" or "sklearn" in args.peer:
+        return _bench_gmm(args)
     from jmeta import bench
 
     default_steps, default_per_call = bench.DEFAULTS[args.name]
@@ -176,6 +184,20 @@ def _bench(args: argparse.Namespace) -> int:
         for peer, tasks_per_s in peers.items():
             print(f"  jmeta / {peer} ({tasks_per_s:.1f} tasks/s) = {result.tasks_per_s / tasks_per_s:.1f}x")
     print(f"tasks/s {results[-1].tasks_per_s:.1f}")
+    return 0
+
+
+def _bench_gmm(args: argparse.Namespace) -> int:
+    """``jmeta bench gmm-em [--peer sklearn] [--steps ITERATIONS]`` (``jmeta.systems.gmm.bench_em``)."""
+    from jmeta.systems import gmm
+
+    if args.name != "gmm-em" or set(args.peer) - {"sklearn"}:
+        raise ValueError(f"--peer sklearn goes with gmm-em only, and gmm-em takes no other peer; got {args.name} "
+                         f"with --peer {' '.join(args.peer)}.")
+    if args.batching != "auto" or args.chunk_size or args.steps_per_call:
+        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
+                         "--chunk-size or --steps-per-call.")
+    print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
     return 0
 
 

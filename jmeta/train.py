@@ -62,12 +62,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
     the best-by-validation parameters and writes the outputs to ``workdir``.
 
-    A config with a ``program`` key runs that program of ``jmeta.programs`` instead (systems that are not
-    a meta-learner trained episode by episode, e.g. supervised training or algorithm selection)."""
+    A config with a ``program`` key is not a meta-learner's: ``jmeta train`` runs it with
+    ``jmeta.systems.programs.run_program``, and this function refuses it."""
     if config.get("program"):
-        from jmeta.programs import run_program
-
-        return run_program(config, Path(workdir))
+        raise ValueError(
+            f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
+            "(as `jmeta train` does), not train_and_evaluate."
+        )
     experiment = build(config)
     workdir = prepare_workdir(workdir, config)
     _, best, keys = meta_train_workdir(config, experiment, workdir)

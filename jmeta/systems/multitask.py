@@ -20,7 +20,6 @@ to the trunk, through the head fitting.
 Example::
 
     >>> import jax, jax.numpy as jnp, optax, jmeta
-    >>> from jmeta.models.ports import SharedTrunk002
     >>> x = jnp.zeros((1, 28, 28, 1))
     >>> trunk = jmeta.from_linen(SharedTrunk002(), x)
     >>> mt = multitask(trunk, x, num_heads=10, num_classes=5, optimizer=optax.adam(1e-3))
@@ -34,17 +33,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from jmeta import losses
 from jmeta.data.dataset import ClassArrays, ClassDataset
+from jmeta.evaluation import evaluate
 from jmeta.learners.base import Learner, TaskOutput, call_apply, query_metrics, steps_or_default
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.models.ports import SharedTrunk002
+from jmeta.nn import Model, PyTree, check_model, from_linen
+from jmeta.systems.common import few_shot_protocol, omniglot, report
+from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
@@ -238,7 +243,7 @@ def check_group_batch(batch: GroupBatch, num_heads: int) -> None:
         ValueError: batch.x and batch.y must have the same number of points (axis 1); got (2, 4, 1) and (2, 3).
     """
     if not isinstance(batch, GroupBatch):
-        raise TypeError(f"batch must be a jmeta.multitask.GroupBatch; got {type(batch).__name__}.")
+        raise TypeError(f"batch must be a jmeta.systems.multitask.GroupBatch; got {type(batch).__name__}.")
     group, x, y = (jnp.shape(a) for a in batch)
     if len(group) != 1 or len(y) != 2 or len(x) < 3 or not group[0] == x[0] == y[0]:
         raise ValueError(
@@ -329,3 +334,50 @@ def _sample_groups(sampler: GroupSampler, key: jax.Array, num_groups: int) -> Gr
     y = jnp.broadcast_to(jnp.arange(classes, dtype=jnp.int32)[:, None], (num_groups, classes, sampler.examples))
     points = classes * sampler.examples
     return GroupBatch(group, x.reshape(num_groups, points, *images.shape[1:]), y.reshape(num_groups, points))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `multitask` program of `jmeta train`
+
+
+def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Trains ``SharedTrunk002`` (``config.features`` ReLU features) with one head per fixed group of
+    ``config.ways`` Omniglot training classes, ``config.steps`` Adam steps (``config.meta_lr``) on batches of
+    ``config.meta_batch`` groups with ``config.examples`` examples per class; then fits a fresh head by
+    ``config.head_steps`` gradient steps on each of ``config.eval_tasks`` test tasks' support sets."""
+    data = omniglot(config)
+    example = jnp.zeros((1, *data["train"].input_shape))
+    groups = make_group_sampler(data["train"], config.ways, config.examples, seed=config.seed)
+    mt = multitask(
+        from_linen(SharedTrunk002(features=config.features), example),
+        example,
+        num_heads=groups.num_groups,
+        num_classes=config.ways,
+        optimizer=optax.adam(config.meta_lr),
+        head_steps=config.head_steps,
+        head_lr=config.head_lr,
+    )
+    init_key, train_key, test_key = jax.random.split(jax.random.key(config.seed), 3)
+    state = mt.init(init_key)
+    for step in range(positive_int("steps", config.steps)):
+        state, metrics = mt.step(state, groups(jax.random.fold_in(train_key, step), config.meta_batch))
+    test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
+    results = evaluate(
+        mt.learner,
+        state.params.trunk,
+        state.model_state,
+        test,
+        test_key,
+        num_tasks=config.eval_tasks,
+        steps=(0, config.head_steps),
+    )
+    protocol = {
+        **few_shot_protocol(config, f"last, step {config.steps} (final training loss {float(metrics['loss']):.4g})"),
+        "inner_steps": [0, config.head_steps],
+        "inner_lr": config.head_lr,
+        "training_groups": groups.num_groups,
+    }
+    rows = {f"head steps {k}": {"accuracy": by_metric["accuracy"]} for k, by_metric in results.items()}
+    return report(config, rows, protocol)
+
+

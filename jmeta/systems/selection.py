@@ -33,20 +33,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax import linen
 
+from jmeta.data import load
 from jmeta.data.dataset import ClassDataset
+from jmeta.evaluation import estimate
 from jmeta.models import MLP
 from jmeta.models.ports import IrisBaseModel003, LearningCurveLSTM003
 from jmeta.nn import PyTree
+from jmeta.systems.common import report
 from jmeta.tasks.task import Task
-from jmeta.validation import positive_float, positive_int
+from jmeta.validation import one_of, positive_float, positive_int
 
 FitPredict = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -529,3 +534,75 @@ def _scores_matrix(scores: np.ndarray) -> np.ndarray:
     if scores.ndim != 2 or 0 in scores.shape:
         raise ValueError(f"scores must have shape (tasks, learners), as evaluate_pool returns; got {scores.shape}.")
     return scores
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `selection` program of `jmeta train`
+
+
+def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Scores a pool of base learners on ``config.meta_batch`` training and ``config.eval_tasks`` test tasks
+    drawn from Iris (:func:`tabular_tasks`, training tasks from the training flowers, test
+    tasks from the held-out ones), trains the selector (``config.selector``: an MLP on meta-features or the
+    article's LSTM on learning curves) for ``config.steps`` Adam steps, and compares its choices on the test
+    tasks with the single best learner (best on the training tasks) and the per-task oracle."""
+    one_of("selector", config.selector, ("meta-features", "learning-curves"))
+    data = load("iris", seed=config.seed)
+    pool = {
+        "nearest centroid": nearest_centroid,
+        "1-nn": nearest_neighbour,
+        "logistic regression": logistic_regression(),
+        "mlp (article)": mlp_classifier(
+            steps=config.mlp_steps, learning_rate=config.mlp_lr, seed=config.seed
+        ),
+    }
+    shots = tuple(config.shots)
+    if config.selector == "learning-curves" and shots[0] < max(config.curve_sizes) + 1:
+        raise ValueError(
+            f"selector='learning-curves' needs shots[0] >= max(curve_sizes) + 1 = {max(config.curve_sizes) + 1} "
+            f"support points per class (one is held out); got shots={shots}. Raise shots or lower curve_sizes."
+        )
+
+    def tasks_and_inputs(split: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        tasks = tabular_tasks(
+            data[split], positive_int(f"{split} tasks", count), shots=shots, queries=config.queries, seed=seed
+        )
+        if config.selector == "meta-features":
+            inputs = [meta_features(t.support_x, t.support_y) for t in tasks]
+        else:
+            inputs = [
+                learning_curves(pool, t.support_x, t.support_y, sizes=config.curve_sizes) for t in tasks
+            ]
+        return evaluate_pool(pool, tasks), np.stack(inputs)
+
+    train_scores, train_inputs = tasks_and_inputs("train", config.meta_batch, config.seed)
+    test_scores, test_inputs = tasks_and_inputs("test", config.eval_tasks, config.seed + 1)
+    selector = fit_selector(train_inputs, train_scores, jax.random.key(config.seed), steps=config.steps)
+    chosen = select(selector, test_inputs)
+    best = single_best(train_scores)
+    per_task = {
+        "selector": test_scores[np.arange(len(chosen)), chosen],
+        f"single best ({list(pool)[best]})": test_scores[:, best],
+        "oracle": test_scores.max(1),
+    }
+    rows = {
+        name: {
+            "accuracy": estimate(scores),
+            "regret_vs_oracle": estimate(per_task["oracle"] - scores),
+            "gain_vs_single_best": estimate(scores - test_scores[:, best]),
+        }
+        for name, scores in per_task.items()
+    }
+    comparison = compare(test_scores, chosen, best)
+    protocol = {
+        "tasks": config.eval_tasks,
+        "shots": f"{shots[0]}-{shots[1]} per class",
+        "queries_per_task": f"{config.queries} per class",
+        "inner_lr": "-",
+        "checkpoint": f"selector ({config.selector}) after {config.steps} Adam steps on {config.meta_batch} tasks",
+        "pool": list(pool),
+    }
+    mean_pool = {name: float(s) for name, s in zip(pool, test_scores.mean(0), strict=True)}
+    return report(config, rows, protocol, gap_closed=comparison.gap_closed, pool_test_accuracy=mean_pool)
+
+
