@@ -23,7 +23,8 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.program, config.task, config.selector = "selection", "sklearn-derived", "meta-features"
     config.datasets = ("iris", "wine", "breast cancer", "digits")
-    config.max_classes, config.max_features, config.max_shots, config.max_queries = 3, 16, 40, 300
+    config.max_classes, config.max_features, config.max_queries = 3, 16, 300
+    config.min_shots, config.max_shots = 10, 150
     config.noise_probability, config.noise_ratio, config.splits, config.curve_sizes = 0.5, 4, 3, (1, 2)
     config.mlp_steps, config.mlp_lr = 200, 0.01
     config.objective, config.ensemble, config.selector_lr, config.weight_decay = "regret", 5, 3e-3, 1e-2

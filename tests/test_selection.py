@@ -86,7 +86,7 @@ def test_derived_tasks_vary_and_keep_training_and_test_apart():
     for task in tasks:
         k = task.support_y.max() + 1
         assert 2 <= k <= 4 and set(task.query_y) <= set(range(k)) and np.bincount(task.support_y).min() >= 3
-        assert np.bincount(task.support_y).max() <= 20 and len(task.query_y) <= 50
+        assert len(task.support_y) <= 4 * 20 and len(task.query_y) <= 50  # at most 4 classes of 20
         assert 1 <= task.support_x.shape[1] <= 5 and task.query_x.shape[1] == task.support_x.shape[1]
         support_rows = {row.tobytes() for row in task.support_x}
         assert not any(row.tobytes() in support_rows for row in task.query_x)
@@ -199,6 +199,9 @@ def test_program_at_a_tiny_budget(tmp_path):
     gap = results["gap_closed"]
     assert len(gap["ci95"]) == 2 and gap["tasks"] == 12
     assert set(results["by_dataset"]) == set(DATASETS)
+    saved = np.load(tmp_path / "run" / "meta_data.npz")
+    assert saved["inputs"].shape == (12, len(META_FEATURES)) and saved["scores"].shape == (12, 7)
+    np.testing.assert_allclose(saved["scores"].max(1), per_task["oracle"])
     assert results["results"]["oracle"]["regret_vs_oracle"]["mean"] == 0.0
 
 
@@ -216,7 +219,7 @@ def test_program_at_a_tiny_budget(tmp_path):
         (lambda: meta_features(np.zeros((4, 1)), np.array([0, 0, 1, 1])), "every class at least folds times"),
         (lambda: mlp_classifier(10, 0.1, max_classes=2)(np.zeros((3, 1)), np.arange(3), np.zeros((1, 1)), 3),
          "max_classes=2"),
-        (lambda: derived_tasks(np.zeros((20, 2)), np.repeat([0, 1], 10), 2, max_shots=2), "max_shots >= 3"),
+        (lambda: derived_tasks(np.zeros((20, 2)), np.repeat([0, 1], 10), 2, max_shots=2), "3 <= min_shots <= max"),
         (lambda: derived_tasks(np.zeros((10, 2)), np.repeat([0, 1], 5), 2), "at least 8 examples"),
         (lambda: sklearn_datasets(["iris", "mnist"]), "names entries must be one of 'iris'"),
         (lambda: list(dataset_folds(["a", "a"])), "at least 2 data sets"),

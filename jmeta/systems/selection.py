@@ -128,6 +128,7 @@ def derived_tasks(
     *,
     max_classes: int = 5,
     max_features: int = 16,
+    min_shots: int = 3,
     max_shots: int = 40,
     max_queries: int = 300,
     noise_probability: float = 0.5,
@@ -144,8 +145,9 @@ def derived_tasks(
       Bayes cannot separate and nearest neighbours, trees and RBF kernels can);
     * features: a random subset of ``1..min(d, max_features)`` of those that vary within these classes,
       the count drawn log-uniformly;
-    * training size: ``s`` drawn log-uniformly in ``3..max_shots``; class ``c`` gets ``s * n_c / max n``
-      training examples (the data set's class proportions; at least 3, and at least 5 left for testing);
+    * training size: ``s`` drawn log-uniformly in ``min_shots..max_shots``; class ``c`` gets ``s * n_c /
+      max n`` training examples (the data set's class proportions; at least 3, and at least 5 left for
+      testing);
     * irrelevant features: with probability ``noise_probability``, ``1..noise_ratio * features``
       (log-uniform) columns of standard normal noise are appended, a known weakness of distance-based
       learners;
@@ -170,8 +172,10 @@ def derived_tasks(
     max_classes, max_features = positive_int("max_classes", max_classes), positive_int("max_features", max_features)
     noise_ratio = positive_int("noise_ratio", noise_ratio)
     max_shots, max_queries = positive_int("max_shots", max_shots), positive_int("max_queries", max_queries)
-    if max_classes < 2 or max_shots < 3:
-        raise ValueError(f"max_classes must be >= 2 and max_shots >= 3; got {max_classes} and {max_shots}.")
+    min_shots = positive_int("min_shots", min_shots)
+    if max_classes < 2 or not 3 <= min_shots <= max_shots:
+        raise ValueError(f"max_classes must be >= 2 and 3 <= min_shots <= max_shots; got {max_classes}, {min_shots} "
+                         f"and {max_shots}.")
     if not 0 <= noise_probability <= 1:
         raise ValueError(f"noise_probability must be in [0, 1]; got {noise_probability!r}.")
     num_classes = _num_classes(y)
@@ -187,7 +191,7 @@ def derived_tasks(
         relabel = np.zeros(num_classes, int)
         relabel[classes] = rng.permutation(grouping)
         members = [np.flatnonzero(y == c) for c in classes]
-        shots = _log_uniform(rng, 3, max_shots)
+        shots = _log_uniform(rng, min_shots, max_shots)
         sizes = [int(np.clip(round(shots * len(m) / max(map(len, members))), 3, len(m) - 5)) for m in members]
         varying = np.flatnonzero(x[np.concatenate(members)].std(0) > 0)
         columns = rng.choice(varying, _log_uniform(rng, 1, min(len(varying), max_features)), replace=False)
@@ -456,7 +460,7 @@ def _landmarks(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> list[floa
     with _quick_sklearn(), warnings.catch_warnings():
         # NearestCentroid's statistics of features constant within a class (unused without shrinkage)
         warnings.filterwarnings("ignore", "self.within_class_std_dev_ has at least 1 zero", UserWarning)
-        warnings.filterwarnings("ignore", "divide by zero encountered in divide", RuntimeWarning)
+        warnings.filterwarnings("ignore", "(divide by zero|invalid value) encountered in divide", RuntimeWarning)
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
             constant = np.all(x[train] == x[train][0])  # nothing to learn from: the majority class
             for i, learner in enumerate(learners):
@@ -853,7 +857,8 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     (``config.selector``: an MLP ensemble on meta-features or the article's LSTM on learning curves,
     ``config.objective``, ``config.steps`` AdamW steps on ``config.meta_batch`` tasks per step) leave one
     data set out (:func:`leave_one_dataset_out`). Every task is a test task once, in the fold that holds
-    its data set out; it is compared with that fold's single best learner and with its oracle."""
+    its data set out; it is compared with that fold's single best learner and with its oracle. The
+    meta-data set (``inputs``, ``scores``, ``datasets``, ``learners``) is saved to ``workdir/meta_data.npz``."""
     one_of("selector", config.selector, ("meta-features", "learning-curves"))
     names = tuple(config.datasets)
     data = sklearn_datasets(names)
@@ -870,7 +875,8 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     for i, name in enumerate(names):
         tasks += derived_tasks(
             *data[name], positive_int("eval_tasks", config.eval_tasks), max_classes=config.max_classes,
-            max_features=config.max_features, max_shots=config.max_shots, max_queries=config.max_queries,
+            max_features=config.max_features, min_shots=config.min_shots, max_shots=config.max_shots,
+            max_queries=config.max_queries,
             noise_probability=config.noise_probability, noise_ratio=config.noise_ratio, splits=splits,
             seed=config.seed * 1000 + i,
         )
@@ -882,6 +888,8 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         inputs = np.stack([learning_curves(pool, t.support_x, t.support_y, sizes=config.curve_sizes,
                                            seed=config.seed) for t in first])
     scores = evaluate_pool(pool, tasks).reshape(len(first), splits, len(pool)).mean(1)
+    np.savez(Path(workdir) / "meta_data.npz", inputs=inputs, scores=scores, datasets=np.asarray(groups),
+             learners=np.asarray(list(pool)))
     choices = leave_one_dataset_out(
         inputs, scores, groups, jax.random.key(config.seed), objective=config.objective, steps=config.steps,
         batch=config.meta_batch, ensemble=config.ensemble, learning_rate=config.selector_lr,
@@ -920,7 +928,8 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     }
     protocol = {
         "tasks": len(first),
-        "shots": f"3-{config.max_shots} training examples per class (log-uniform), class proportions kept",
+        "shots": f"{config.min_shots}-{config.max_shots} training examples per class (log-uniform; class proportions "
+                 f"kept, 5 left for testing)",
         "queries_per_task": f"up to {config.max_queries} held-out examples of the task's classes",
         "inner_lr": "-",
         "checkpoint": (f"selector ({config.selector}, objective {config.objective}) after {config.steps} AdamW "
