@@ -185,9 +185,10 @@ def test_leave_one_dataset_out_never_trains_on_the_held_out_data_set(monkeypatch
     assert np.all(oracle >= scores[rows, choices.chosen]) and np.all(oracle >= scores[rows, choices.single_best])
 
 
-def test_program_at_a_tiny_budget(tmp_path):
-    config = load_config(str(REPO / "experiments/seed003_selection.py"),
-                         ["eval_tasks=3", "steps=5", "meta_batch=4", "mlp_steps=5", "resamples=50"])
+@pytest.mark.parametrize("selector", ["meta-features", "learning-curves"])
+def test_program_at_a_tiny_budget(tmp_path, selector):
+    overrides = ["eval_tasks=3", "steps=5", "meta_batch=4", "mlp_steps=5", "resamples=50", f"selector={selector}"]
+    config = load_config(str(REPO / "experiments/seed003_selection.py"), overrides)
     results = run_program(config, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(json.dumps(results))
     entry = results["comparison"]
@@ -200,7 +201,8 @@ def test_program_at_a_tiny_budget(tmp_path):
     assert len(gap["ci95"]) == 2 and gap["tasks"] == 12
     assert set(results["by_dataset"]) == set(DATASETS)
     saved = np.load(tmp_path / "run" / "meta_data.npz")
-    assert saved["inputs"].shape == (12, len(META_FEATURES)) and saved["scores"].shape == (12, 7)
+    inputs_shape = (12, len(META_FEATURES)) if selector == "meta-features" else (12, 2, 7)  # curve sizes (1, 2)
+    assert saved["inputs"].shape == inputs_shape and saved["scores"].shape == (12, 7)
     np.testing.assert_allclose(saved["scores"].max(1), per_task["oracle"])
     assert results["results"]["oracle"]["regret_vs_oracle"]["mean"] == 0.0
 

@@ -397,7 +397,7 @@ def meta_features(x: np.ndarray, y: np.ndarray, *, folds: int = 3, seed: int = 0
         >>> import numpy as np
         >>> x = np.array([[0.0, 1.0], [0.1, 0.0], [0.3, 0.5], [3.0, 1.0], [3.1, 0.2], [2.9, 0.7]])
         >>> values = dict(zip(META_FEATURES, meta_features(x, np.array([0, 0, 0, 1, 1, 1]))))
-        >>> values["1-NN cv accuracy"], round(values["log classes"], 3)
+        >>> float(values["1-NN cv accuracy"]), round(float(values["log classes"]), 3)
         (1.0, 0.693)
     """
     x, y = np.asarray(x, np.float64), np.asarray(y)
