@@ -5,8 +5,9 @@ The pieces, all functions of NumPy arrays except the meta-model's training:
 
 * a *meta-data set* of real tasks: :func:`derived_tasks` draws classification tasks from a data set
   (e.g. one of :func:`sklearn_datasets`, the four classification sets that ship with scikit-learn) by
-  subsampling classes, features and training examples and, on some tasks, adding irrelevant features,
-  so that the best learner differs from task to task;
+  subsampling and grouping classes, subsampling features and training examples and, on some tasks,
+  adding irrelevant features, so that the best learner differs from task to task; each task can be
+  split several times into training and test examples, to average a learner's score over the splits;
 * a *pool* of base learners, each ``fit_predict(train_x, train_y, test_x, num_classes) -> labels``:
   :func:`base_learners` (scikit-learn's k-NN, logistic regression, Gaussian naive Bayes, decision tree,
   linear and RBF SVMs, and the article's Dense(64) network, :func:`mlp_classifier`, trained in JAX);
@@ -17,8 +18,9 @@ The pieces, all functions of NumPy arrays except the meta-model's training:
   validation accuracy after training on a growing part of the training examples (sample-size learning
   curves, Leite & Brazdil 2005), read by the article's LSTM (``LearningCurveLSTM003``);
 * :func:`fit_selector` trains the meta-model, a vmapped ensemble of small Flax networks whose output ``k``
-  scores learner ``k`` (by default a regression of each learner's accuracy relative to the task's mean
-  accuracy); :func:`select` picks a learner per new task; :func:`leave_one_dataset_out` trains it on the
+  scores learner ``k`` (a regression of each learner's accuracy relative to the task's mean, a
+  cost-sensitive expected-regret objective, or plain classification of the best learner);
+  :func:`select` picks a learner per new task; :func:`leave_one_dataset_out` trains it on the
   tasks of all data sets but one and selects on the tasks of that one, for each data set in turn;
 * :func:`regret`, :func:`single_best`, :func:`compare` and :func:`gap_closed_interval` measure the choice
   against the per-task *oracle* (the best learner of each task, the "virtual best") and the *single best*
