@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import optax
 
+from jmeta.learners.safe_optimizer import safe_derivatives
 from jmeta.nn import ApplyFn, PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
@@ -70,7 +71,9 @@ def resolve_inner_optimizer(
     described: str = "plain SGD",
 ) -> optax.GradientTransformation:
     """Resolves the two ways of naming the inner optimiser: a learning rate (for ``from_lr``, plain SGD by
-    default, ``described`` in errors), or any optax transformation.
+    default, ``described`` in errors), or any optax transformation. The result goes through
+    ``safe_derivatives``, so that differentiating through its updates gives finite meta-gradients where a
+    support-gradient entry is exactly zero (Adam, RMSProp, Adagrad and the like divide by square roots).
 
     Example::
 
@@ -85,12 +88,12 @@ def resolve_inner_optimizer(
             f"inner_optimizer={optimizer!r}."
         )
     if optimizer is None:
-        return from_lr(positive_float("inner_lr", inner_lr))
+        return safe_derivatives(from_lr(positive_float("inner_lr", inner_lr)))
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}."
         )
-    return optimizer
+    return safe_derivatives(optimizer)
 
 
 def call_apply(apply: ApplyFn, params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
