@@ -28,6 +28,7 @@ import jax
 import optax
 
 from jmeta.learners.safe_optimizer import safe_derivatives
+from jmeta.losses import check_labels
 from jmeta.nn import ApplyFn, PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
@@ -108,12 +109,14 @@ def call_apply(apply: ApplyFn, params: PyTree, state: PyTree, x: jax.Array) -> t
 
 
 def check_loss_inputs(predictions: jax.Array, targets: jax.Array, where: str) -> None:
-    """Raises, while tracing, if predictions and targets do not describe the same points."""
+    """Raises, while tracing, if predictions and targets do not describe the same points, or if concrete
+    class labels lie outside ``0..classes-1`` (``jmeta.losses.check_labels``)."""
     if predictions.shape[:1] != targets.shape[:1]:
         raise ValueError(
             f"the model's predictions on the {where} set have shape {predictions.shape} but the {where} "
             f"targets have shape {targets.shape}: they must have the same number of points (axis 0)."
         )
+    check_labels(predictions, targets, f"the {where} labels")
 
 
 def gradient_inner_loop(
