@@ -103,4 +103,5 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         0.5
     """
     validity = _label_validity(logits, labels)
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels) * validity)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype)
+    return jnp.mean(jnp.where(jnp.isnan(validity), validity, correct))

@@ -58,24 +58,27 @@ def test_meta_gradient_through_square_root_optimisers_matches_central_difference
         params, state, task = _dead_unit_setup(mlp_model)
         learner = jmeta.maml(mlp_model, jmeta.losses.mse, steps=2, inner_optimizer=OPTIMIZERS[name]())
         meta_loss = jax.jit(lambda p: learner.task_loss(p, state, task)[0])
-        support_grad = jax.grad(lambda p: jmeta.losses.mse(mlp_model.apply(p, state, task.support_x)[0], task.support_y))
-        assert int(jnp.sum(support_grad(params)["Dense_0"]["bias"] == 0)) == 3  # the dead units: exact zeros
+        def support_loss(p):
+            return jmeta.losses.mse(mlp_model.apply(p, state, task.support_x)[0], task.support_y)
+
+        assert int(jnp.sum(jax.grad(support_loss)(params)["Dense_0"]["bias"] == 0)) == 3  # dead units: exact zeros
 
         grad = jax.grad(meta_loss)(params)
         assert _finite(grad)
         leaves, treedef = jax.tree.flatten(params)
         eps = 1e-6
         directions = [jax.tree.map(jnp.zeros_like, params)]
-        directions[0]["Dense_0"]["kernel"] = directions[0]["Dense_0"]["kernel"].at[0, 0].set(1.0)  # a dead unit's weight
+        # a dead unit's input weight
+        directions[0]["Dense_0"]["kernel"] = directions[0]["Dense_0"]["kernel"].at[0, 0].set(1.0)
         for i in range(2):
             keys = jax.random.split(jax.random.key(100 + i), len(leaves))
-            directions.append(
-                jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
-            )
+            noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+            directions.append(jax.tree.unflatten(treedef, noise))
         for direction in directions:
             plus = meta_loss(jax.tree.map(lambda p, d: p + eps * d, params, direction))
             minus = meta_loss(jax.tree.map(lambda p, d: p - eps * d, params, direction))
-            analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+            pairs = zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True)
+            analytic = sum(jnp.vdot(g, d) for g, d in pairs)
             np.testing.assert_allclose(analytic, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-9)
 
 

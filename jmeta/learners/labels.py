@@ -32,7 +32,6 @@ from jmeta.losses import check_labels
 from jmeta.nn import PyTree
 from jmeta.tasks.task import Task
 
-
 _CLASSES: dict[tuple[Any, ...], int | None] = {}
 
 
