@@ -5,13 +5,17 @@ accumulated squared gradients. Where a support-gradient entry is exactly zero (a
 parameter that BatchNorm makes irrelevant) that accumulator is zero, and ``d sqrt(v) / dv`` at ``v = 0``
 is infinite: the meta-gradient, which differentiates through the update, becomes ``inf * 0 = NaN``.
 
-``safe_derivatives(optimizer)`` returns the same optimiser with the same values, whose square roots
-(``sqrt``, ``rsqrt``, ``cbrt``) have derivative 0 at 0 instead of infinity. It works on any optax
-transformation, without knowing its code: the update is traced to a jaxpr, and the jaxpr is evaluated
-with those primitives replaced by versions with that derivative (inside nested ``jit`` calls, loops and
-branches too). Where the accumulator is 0 the value ``sqrt(v)`` has a kink (``sqrt((1 - b2) g^2)``
-is ``|g|`` up to a factor), so derivative 0 is the symmetric (central finite-difference) one, and it is
-multiplied by a first moment that is 0 there too. Elsewhere the derivatives are JAX's own.
+``safe_derivatives(optimizer)`` returns the same optimiser with the same values, whose roots and powers
+(``sqrt``, ``rsqrt``, ``cbrt``, ``pow``, e.g. Adafactor's ``v ** -0.5``) have derivative 0 wherever JAX's
+is infinite or NaN (at 0, or where a tiny accumulator such as ``1e-30`` overflows ``x ** -1.5``). It works on
+any optax transformation without knowing its code: the update is traced to a jaxpr, and the jaxpr is
+evaluated with those primitives replaced (inside nested ``jit`` calls, loops and branches too). Where the
+accumulator is 0, ``sqrt(v)`` has a kink (``sqrt((1 - b2) g^2)`` is ``|g|`` up to a factor), so derivative 0
+is the symmetric (central finite-difference) one, and it is multiplied by a first moment that is 0 there
+too. Elsewhere the derivatives are JAX's own. Checked over optax's Adam, AdamW, NAdam, RAdam, AMSGrad,
+Adamax, AdaBelief, Yogi, RMSProp (also centred and ``eps_in_sqrt=False``), Adagrad, Adadelta, LAMB,
+NovoGrad, SM3, Adafactor, Adan, Lion, LARS, Fromage, Rprop and clipping by global norm: finite meta-gradients
+with dead ReLU units.
 
 Every learner that takes an ``inner_optimizer`` applies it, so ``jmeta.maml(..., inner_optimizer=
 optax.adam(1e-2))`` gives finite meta-gradients; apply it yourself when you differentiate through an
@@ -194,7 +198,8 @@ def eval_safely(jaxpr: jex.core.Jaxpr, consts: Sequence[Any], args: Sequence[Any
 
 
 def safe_derivatives(optimizer: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-    """``optimizer`` with the same values, whose square and cube roots have derivative 0 at 0 (module docstring).
+    """``optimizer`` with the same values, whose roots and powers have derivative 0 where JAX's is not finite
+    (module docstring).
 
     Args:
       optimizer: any optax transformation.
