@@ -46,6 +46,10 @@ def test_labels_outside_the_heads_outputs_are_refused_before_compiling(five_way,
         five_way.adapt(state.params, state.model_state, bad.support_x[0], bad.support_y[0])
     with pytest.raises(ValueError, match=rf"labels must hold class labels in 0..4.*{outside}"):
         jmeta.losses.cross_entropy(jnp.zeros((5, 5)), jnp.asarray(labels))
+    protonet = jmeta.learners.protonet(jmeta.from_linen(jmeta.models.MLP((8,)), jnp.zeros((1, 4))), ways=5)
+    embedding_params, _ = protonet.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=rf"protonet's support labels y must hold class labels in 0..4.*{outside}"):
+        protonet.adapt(embedding_params, {}, bad.support_x[0], bad.support_y[0])
 
     swapped = bad._replace(support_y=bad.query_y, query_y=bad.support_y)
 
