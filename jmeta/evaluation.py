@@ -83,7 +83,7 @@ def finite_estimates(by_name: dict[str, np.ndarray]) -> dict[str, Estimate]:
 
         >>> import numpy as np
         >>> str(finite_estimates({"loss": np.array([1.0, 3.0, np.nan])})["loss"])
-        '2 ± 2.8 (1 diverged)'
+        '2 ± 2 (1 diverged)'
     """
     finite = np.logical_and.reduce([np.isfinite(np.asarray(v, np.float64)) for v in by_name.values()])
     diverged = int(np.sum(~finite))

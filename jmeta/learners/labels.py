@@ -15,9 +15,11 @@ Example::
     >>> model = jmeta.from_linen(jmeta.models.MLP((8, 5)), jnp.zeros((1, 2)))
     >>> learner = jmeta.maml(model, jmeta.losses.cross_entropy, inner_lr=0.1)
     >>> params, state = learner.init(jax.random.key(0))
-    >>> learner.adapt(params, state, jnp.ones((5, 2)), jnp.arange(1, 6))
-    Traceback (most recent call last):
-    ValueError: the support labels must hold class labels in 0..4 (the model has 5 outputs); got values outside: [5].
+    >>> try:
+    ...     learner.adapt(params, state, jnp.ones((5, 2)), jnp.arange(1, 6))
+    ... except ValueError as error:
+    ...     print(str(error).splitlines()[0])
+    the support labels must hold class labels in 0..4 (the model has 5 outputs); got values outside: [5].
 """
 
 from __future__ import annotations
