@@ -1,6 +1,11 @@
 """ANIL, Omniglot 20-way 1-shot (Raghu et al. 2020): only the linear head adapts in the inner loop; five
 SGD steps of 0.1, meta-batch 16, as MAML's 20-way setting.
 
+Inner-loss convention: jmeta's inner loss is the mean cross-entropy over the support set's N*K points;
+MAML's reference code differentiates their sum divided by K, N times the mean, so its step of 0.1 on
+20 ways equals inner_lr=2.0 here. This config keeps inner_lr=0.1 on the mean (a step twenty times smaller);
+inner_lr=2.0 is the reference code's step (not measured on 20 ways; on 5 ways see omniglot_maml.py).
+
 Run: jmeta train experiments/omniglot_anil.py --workdir runs/omniglot_anil
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)

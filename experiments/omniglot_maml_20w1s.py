@@ -2,6 +2,11 @@
 
 Five inner SGD steps of 0.1 during meta-training and at test; meta-batch 16; otherwise as omniglot_maml.py.
 
+Inner-loss convention: jmeta's inner loss is the mean cross-entropy over the support set's N*K points;
+MAML's reference code differentiates their sum divided by K, N times the mean, so its step of 0.1 on
+20 ways equals inner_lr=2.0 here. This config keeps inner_lr=0.1 on the mean (a step twenty times smaller);
+inner_lr=2.0 is the reference code's step (not measured on 20 ways; on 5 ways see omniglot_maml.py).
+
 Run: jmeta train experiments/omniglot_maml_20w1s.py --workdir runs/omniglot_maml_20w1s
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,27 +26,40 @@ import jax
 import numpy as np
 
 from jmeta import batching
+from jmeta.batch_norm import BATCH_NORM_MODES, batch_norm_mode, check_mode
 from jmeta.learners.base import Learner
+from jmeta.learners.labels import check_task_labels
 from jmeta.nn import PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
 TaskSampler = Callable[[jax.Array, int], Task]
+__all__ = ["BATCH_NORM_MODES", "Estimate", "estimate", "evaluate", "finite_estimates", "per_task_metrics"]
 
 
 class Estimate(NamedTuple):
-    """A mean over tasks with the half-width of its 95% confidence interval."""
+    """A mean over tasks with the half-width of its 95% confidence interval.
+
+    ``mean`` and ``ci95`` are over the ``tasks`` tasks whose values were finite; ``diverged`` counts the
+    tasks left out because a value was NaN or infinite (e.g. an inner loop that blew up). Both are NaN
+    only if fewer than two tasks were finite.
+    """
 
     mean: float
     ci95: float
     tasks: int
+    diverged: int = 0
 
     def __str__(self) -> str:
-        return f"{self.mean:.4g} ± {self.ci95:.2g}"
+        if self.tasks < 2:
+            return f"diverged on {self.diverged} of {self.tasks + self.diverged} tasks"
+        text = f"{self.mean:.4g} ± {self.ci95:.2g}"
+        return f"{text} ({self.diverged} diverged)" if self.diverged else text
 
 
-def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
-    """Mean and 95% confidence half-width of per-task values.
+def estimate(values: Sequence[float] | np.ndarray, diverged: int = 0) -> Estimate:
+    """Mean and 95% confidence half-width of per-task values, with the count of ``diverged`` tasks already
+    left out of them.
 
     Example::
 
@@ -53,9 +67,27 @@ def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
         2.0
     """
     values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or values.size < 2:
+    if values.ndim != 1 or values.size + diverged < 2:
         raise ValueError(f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}.")
-    return Estimate(float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size)
+    if values.size < 2:
+        return Estimate(float("nan"), float("nan"), values.size, diverged)
+    return Estimate(
+        float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size, diverged
+    )
+
+
+def finite_estimates(by_name: dict[str, np.ndarray]) -> dict[str, Estimate]:
+    """One ``Estimate`` per metric over the tasks whose every metric is finite; the others count as diverged.
+
+    Example::
+
+        >>> import numpy as np
+        >>> str(finite_estimates({"loss": np.array([1.0, 3.0, np.nan])})["loss"])
+        '2 ± 2 (1 diverged)'
+    """
+    finite = np.logical_and.reduce([np.isfinite(np.asarray(v, np.float64)) for v in by_name.values()])
+    diverged = int(np.sum(~finite))
+    return {name: estimate(np.asarray(v, np.float64)[finite], diverged) for name, v in by_name.items()}
 
 
 def evaluate(
@@ -69,6 +101,7 @@ def evaluate(
     steps: Sequence[int] = (1, 5, 10),
     batch_size: int = 100,
     batching_strategy: str = "auto",
+    batch_norm: str = "transductive",
 ) -> dict[int, dict[str, Estimate]]:
     """Adapts to ``num_tasks`` fresh tasks and reports every query metric after each inner-step count.
 
@@ -78,6 +111,21 @@ def evaluate(
     time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
     periodic validation) does not recompile.
+
+    Diverged tasks: a task whose metrics after ``k`` steps are not all finite is left out of the estimates
+    for ``k`` and counted in their ``diverged`` field, so one exploding inner loop cannot turn a result
+    into NaN unnoticed (``str(estimate)`` shows the count).
+
+    ``batch_norm`` is the test-time BatchNorm protocol, one of ``BATCH_NORM_MODES`` (see
+    ``jmeta.batch_norm``): ``"transductive"`` (the model as built: batch statistics of each pass),
+    ``"support"`` (statistics of the support set; each query point is classified from the support set
+    and itself only) or ``"running"`` (the running averages in ``model_state``; warns for learners whose
+    inner loop adapts the network, whose running averages do not describe the adapted networks). The
+    last two need a ``from_linen`` model; models without BatchNorm give the same result in every mode.
+
+    Raises ``ValueError`` for a bad argument, for tasks whose class labels lie outside the model's
+    outputs (checked on the first batch, before compiling), and for a non-transductive ``batch_norm``
+    with a model that cannot follow it.
     """
     values = per_task_metrics(
         learner,
@@ -89,8 +137,9 @@ def evaluate(
         steps=steps,
         batch_size=batch_size,
         batching_strategy=batching_strategy,
+        batch_norm=batch_norm,
     )
-    return {k: {name: estimate(v) for name, v in by_name.items()} for k, by_name in values.items()}
+    return {k: finite_estimates(by_name) for k, by_name in values.items()}
 
 
 def per_task_metrics(
@@ -104,12 +153,13 @@ def per_task_metrics(
     steps: Sequence[int] = (1, 5, 10),
     batch_size: int = 100,
     batching_strategy: str = "auto",
+    batch_norm: str = "transductive",
 ) -> dict[int, dict[str, np.ndarray]]:
     """What :func:`evaluate` estimates, task by task: ``{steps: {metric: values}}``, each ``values`` a
     ``(num_tasks,)`` NumPy array in the order the tasks were drawn. Two learners evaluated with the same
     ``sample_tasks``, ``key``, ``num_tasks`` and ``batch_size`` see the same tasks, so their values can be
-    compared pair by pair (e.g. ``jmeta.systems.common.paired_gain``). Raises ValueError as
-    :func:`evaluate` does.
+    compared pair by pair (e.g. ``jmeta.systems.common.paired_gain``). Values of diverged tasks stay in
+    (NaN or infinite). Raises ValueError as :func:`evaluate` does.
 
     Example::
 
@@ -128,22 +178,47 @@ def per_task_metrics(
         raise ValueError(f"num_tasks must be at least 2 for a confidence interval; got {num_tasks}.")
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
-    metrics_of = _compiled_metrics(learner, steps, batching_strategy)
+    check_mode(batch_norm)
+    if batch_norm == "running" and _adapts_the_network(learner):
+        warnings.warn(
+            "batch_norm='running' normalises with the running averages in model_state, but this learner's inner "
+            "loop adapts the network and meta-training normalised every pass with batch statistics: the running "
+            "averages (of query passes through adapted networks) need not fit; 'support' is the inductive choice "
+            "that matches training.",
+            stacklevel=2,
+        )
+    metrics_of = _compiled_metrics(learner, steps, batching_strategy, batch_norm)
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
         tasks = _draw(sample_tasks, jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
+        if start == 0:
+            check_task_labels(learner, params, model_state, tasks, "the tasks of sample_tasks")
         for k, by_name in metrics_of(params, model_state, tasks).items():
             for name, values in by_name.items():
                 collected[k].setdefault(name, []).append(np.asarray(values))
     return {k: {name: np.concatenate(v) for name, v in by_name.items()} for k, by_name in collected.items()}
 
 
+def _adapts_the_network(learner: Learner) -> bool:
+    """Whether ``learner`` comes from a jmeta learner whose inner loop changes the network's parameters."""
+    return learner.adapt.__qualname__.split(".")[0] in ("maml", "anil", "metasgd", "mamlpp", "reptile", "imaml")
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str) -> Callable[..., Any]:
-    """One jitted program: per-task query metrics after each inner-step count."""
+def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str, mode: str) -> Callable[..., Any]:
+    """One jitted program: per-task query metrics after each inner-step count, BatchNorm following ``mode``.
+    Raises ``ValueError`` while tracing if ``mode`` is not transductive and no model followed it."""
 
     def per_task(params: PyTree, model_state: PyTree, task: Task) -> dict[int, dict[str, jax.Array]]:
-        return {k: learner.task_loss(params, model_state, task, steps=k)[1].metrics for k in steps}
+        with batch_norm_mode(mode, task.support_x) as current:
+            metrics = {k: learner.task_loss(params, model_state, task, steps=k)[1].metrics for k in steps}
+        if mode != "transductive" and not current.honoured:
+            raise ValueError(
+                f"batch_norm={mode!r} needs a model wrapped by jmeta.from_linen (its BatchNorm layers are replaced "
+                "while tracing); this learner's model did not follow it. Use batch_norm='transductive', or wrap "
+                "the Flax module with jmeta.from_linen."
+            )
+        return metrics
 
     return jax.jit(batching.over_tasks(per_task, strategy))
 

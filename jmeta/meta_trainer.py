@@ -21,10 +21,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jmeta import batching as jmeta_batching
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.learners.common import path_names
+from jmeta.learners.labels import check_task_labels
 from jmeta.nn import PyTree
 from jmeta.tasks.task import Task, num_tasks
 
@@ -38,11 +41,16 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
 
 
+class NonFiniteError(FloatingPointError):
+    """A meta-step gave a NaN or infinite metric or meta-gradient; the message names which."""
+
+
 class MetaTrainer(NamedTuple):
     """``init(key) -> TrainState``; ``step(state, tasks) -> (state, metrics)`` (validated, jit-compiled);
     ``step`` donates its input state's buffers (do not reuse a state after stepping it);
     ``update``: the same step un-jitted, to compose into larger programs; ``loss(params, model_state,
-    tasks) -> (mean query loss, TaskOutput averaged over tasks)``."""
+    tasks) -> (mean query loss, TaskOutput averaged over tasks)``. With ``check_finite=True``, ``step``
+    raises ``NonFiniteError`` instead of returning a non-finite step, and does not donate its input."""
 
     init: Callable[[jax.Array], TrainState]
     step: Callable[[TrainState, Task], tuple[TrainState, dict[str, jax.Array]]]
@@ -56,12 +64,23 @@ def meta_trainer(
     *,
     batching: str = "auto",
     chunk_size: int | None = None,
+    check_finite: bool = False,
 ) -> MetaTrainer:
     """Builds the meta-training step of ``learner`` with the meta-optimiser ``optimizer``.
 
     The meta-loss is the mean over tasks of ``learner.task_loss``; tasks are mapped with the
     ``batching`` strategy (see ``jmeta.batching``). The step accepts a task batch sharded over devices
     (``jmeta.parallel.shard_tasks``) with the state replicated (``jmeta.parallel.replicate``).
+
+    ``step`` refuses, before compiling, a task batch whose class labels lie outside ``0..classes-1`` for
+    the learner's predictions (``jmeta.learners.labels``).
+
+    ``check_finite=True`` makes ``step`` check every metric (``loss``, ``grad_norm``, the learner's) and
+    every meta-gradient entry after each step, and raise ``NonFiniteError`` naming the non-finite metrics
+    and parameter leaves (with their counts of bad entries). It then does not donate the state it is given,
+    so after the error that state is still the last finite one. The check waits for each step's result
+    (one device-to-host transfer per step); ``update`` is unaffected. Raises ``TypeError`` for a
+    ``learner`` or ``optimizer`` of the wrong type.
 
     Example::
 
@@ -74,6 +93,8 @@ def meta_trainer(
         raise TypeError(f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}.")
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"check_finite must be a bool (True or False); got {check_finite!r}.")
     batched_task_loss = jmeta_batching.over_tasks(learner.task_loss, batching, chunk_size)
     batched_task_loss_and_grad = jmeta_batching.over_tasks_with_mean_grad(learner.task_loss, batching, chunk_size)
 
@@ -85,21 +106,77 @@ def meta_trainer(
         losses, outputs = batched_task_loss(params, model_state, tasks)
         return jnp.mean(losses), mean_over_tasks(outputs)
 
-    def update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
+    def update_with_grads(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
         (_, outputs), grads = batched_task_loss_and_grad(state.params, state.model_state, tasks)
         output = mean_over_tasks(outputs)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**output.metrics, "grad_norm": optax.tree.norm(grads)}
-        return TrainState(state.step + 1, params, output.model_state, opt_state), metrics
+        return TrainState(state.step + 1, params, output.model_state, opt_state), metrics, grads
+
+    def update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
+        new_state, metrics, _ = update_with_grads(state, tasks)
+        return new_state, metrics
+
+    def counted_update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
+        new_state, metrics, grads = update_with_grads(state, tasks)
+        return new_state, metrics, jax.tree.map(lambda g: jnp.sum(~jnp.isfinite(g)), grads)
 
     compiled_update = jax.jit(update, donate_argnums=0)
+    compiled_counted_update = jax.jit(counted_update)
 
     def step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
         num_tasks(tasks)
-        return compiled_update(state, tasks)
+        check_task_labels(learner, state.params, state.model_state, tasks, "tasks")
+        if not check_finite:
+            return compiled_update(state, tasks)
+        new_state, metrics, bad_counts = compiled_counted_update(state, tasks)
+        raise_if_not_finite(metrics, bad_counts, int(new_state.step))
+        return new_state, metrics
 
     return MetaTrainer(init=init, step=step, update=update, loss=loss)
+
+
+def raise_if_not_finite(metrics: dict[str, Any], bad_counts: PyTree | None = None, step: int | None = None) -> None:
+    """Raises ``NonFiniteError`` if a metric is NaN or infinite or ``bad_counts`` (the number of non-finite
+    entries of each meta-gradient leaf) is non-zero anywhere, naming each such metric and parameter leaf.
+
+    ``metrics`` maps names to scalars (or to per-step arrays, checked entry by entry). ``step`` is the
+    meta-step reached, for the message.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> raise_if_not_finite({"loss": 0.5, "grad_norm": jnp.nan}, {"w": 3, "b": 0}, step=7)
+        Traceback (most recent call last):
+        jmeta.meta_trainer.NonFiniteError: meta-step 7 is not finite: grad_norm=nan; meta-gradient entries \
+not finite: w (3 of its entries). ...
+    """
+    bad_metrics = {
+        name: value
+        for name, value in ((name, np.asarray(value)) for name, value in metrics.items())
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value))
+    }
+    bad_leaves = []
+    if bad_counts is not None:
+        for path, count in jax.tree_util.tree_flatten_with_path(bad_counts)[0]:
+            if int(count) > 0:
+                name = "/".join(str(part) for part in path_names(path)) or "params"
+                bad_leaves.append(f"{name} ({int(count)} of its entries)")
+    if not bad_metrics and not bad_leaves:
+        return
+    parts = [", ".join(f"{name}={_first_bad(value)}" for name, value in bad_metrics.items())] if bad_metrics else []
+    if bad_leaves:
+        parts.append(f"meta-gradient entries not finite: {', '.join(bad_leaves)}")
+    where = "a meta-step" if step is None else f"meta-step {step}"
+    raise NonFiniteError(
+        f"{where} is not finite: {'; '.join(parts)}. Lower meta_lr or inner_lr, check the data (labels, "
+        "NaN inputs), or look for a division by zero in a custom loss or model."
+    )
+
+
+def _first_bad(value: np.ndarray) -> float:
+    return float(value.ravel()[~np.isfinite(value.ravel())][0])
 
 
 def mean_over_tasks(tree: Any) -> Any:

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 import jax
 from flax import linen, nnx
 
+from jmeta.batch_norm import linen_apply
+
 PyTree = Any
 InitFn = Callable[[jax.Array], tuple[PyTree, PyTree]]
 ApplyFn = Callable[[PyTree, PyTree, jax.Array], tuple[jax.Array, PyTree]]
@@ -78,6 +80,7 @@ def from_linen(module: linen.Module, example_x: jax.Array, **apply_kwargs: Any) 
 
     Collections other than ``"params"`` (such as ``"batch_stats"``) are passed as mutable, so their
     updates come back as ``new_state``. ``apply_kwargs`` are given to every call (e.g. ``train=True``).
+    Its BatchNorm layers follow ``jmeta.batch_norm.batch_norm_mode`` (test-time protocols for ``evaluate``).
 
     Example::
 
@@ -95,8 +98,8 @@ def from_linen(module: linen.Module, example_x: jax.Array, **apply_kwargs: Any) 
 
     def apply(params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
         if not state:
-            return module.apply({"params": params}, x, **apply_kwargs), state
-        y, new_state = module.apply({"params": params, **state}, x, mutable=list(state), **apply_kwargs)
+            return linen_apply(module, {"params": params}, x, False, **apply_kwargs), state
+        y, new_state = linen_apply(module, {"params": params, **state}, x, list(state), **apply_kwargs)
         return y, dict(new_state)
 
     return Model(init, apply)

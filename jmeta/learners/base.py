@@ -27,6 +27,8 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import optax
 
+from jmeta.learners.safe_optimizer import safe_derivatives
+from jmeta.losses import check_labels
 from jmeta.nn import ApplyFn, PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
@@ -70,7 +72,9 @@ def resolve_inner_optimizer(
     described: str = "plain SGD",
 ) -> optax.GradientTransformation:
     """Resolves the two ways of naming the inner optimiser: a learning rate (for ``from_lr``, plain SGD by
-    default, ``described`` in errors), or any optax transformation.
+    default, ``described`` in errors), or any optax transformation. The result goes through
+    ``safe_derivatives``, so that differentiating through its updates gives finite meta-gradients where a
+    support-gradient entry is exactly zero (Adam, RMSProp, Adagrad and the like divide by square roots).
 
     Example::
 
@@ -85,12 +89,12 @@ def resolve_inner_optimizer(
             f"inner_optimizer={optimizer!r}."
         )
     if optimizer is None:
-        return from_lr(positive_float("inner_lr", inner_lr))
+        return safe_derivatives(from_lr(positive_float("inner_lr", inner_lr)))
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(
             f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}."
         )
-    return optimizer
+    return safe_derivatives(optimizer)
 
 
 def call_apply(apply: ApplyFn, params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
@@ -105,12 +109,14 @@ def call_apply(apply: ApplyFn, params: PyTree, state: PyTree, x: jax.Array) -> t
 
 
 def check_loss_inputs(predictions: jax.Array, targets: jax.Array, where: str) -> None:
-    """Raises, while tracing, if predictions and targets do not describe the same points."""
+    """Raises, while tracing, if predictions and targets do not describe the same points, or if concrete
+    class labels lie outside ``0..classes-1`` (``jmeta.losses.check_labels``)."""
     if predictions.shape[:1] != targets.shape[:1]:
         raise ValueError(
             f"the model's predictions on the {where} set have shape {predictions.shape} but the {where} "
             f"targets have shape {targets.shape}: they must have the same number of points (axis 0)."
         )
+    check_labels(predictions, targets, f"the {where} labels")
 
 
 def gradient_inner_loop(

@@ -13,7 +13,9 @@ the ``(ways, dim)`` prototypes and a ``(ways,)`` bool mask of the classes that h
 Ways. ``ways`` is a static int given at construction: the largest number of classes of any task. Support
 labels are integers in ``[0, ways)``. A task may have fewer classes (e.g. 20-way training, 5-way testing):
 classes without support points get the logit ``-inf`` (probability 0), so the logits keep the static
-shape ``(points, ways)`` under ``jit``. Labels outside ``[0, ways)`` are ignored when forming prototypes.
+shape ``(points, ways)`` under ``jit``. Labels outside ``[0, ways)`` are refused (``ValueError``) by ``adapt``
+called on concrete arrays, ``trainer.step`` and ``jmeta.evaluate``; traced ones (under your own ``jit``) are
+ignored when forming prototypes, and give a NaN query loss.
 
 Support and query embeddings are computed in separate passes (``adapt`` sees the support set,
 ``predict`` the query set), so BatchNorm with batch statistics normalises each set by its own.
@@ -42,6 +44,7 @@ import jax.numpy as jnp
 from jmeta import losses
 from jmeta.learners.base import Learner, LossFn, TaskOutput, call_apply, steps_or_default
 from jmeta.learners.common import query_pass
+from jmeta.losses import check_labels
 from jmeta.nn import Model, PyTree, check_model
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
@@ -135,6 +138,7 @@ def protonet(
                 f"protonet's support labels must be integers in [0, ways) of shape (points,); got dtype {y.dtype} "
                 f"and shape {y.shape}."
             )
+        check_labels((1, ways), y, "protonet's support labels y")
         embeddings, _ = embed(model, params, state, x)
         prototypes, present = class_prototypes(embeddings, y, ways)
         return Prototypes(params, prototypes, present)
