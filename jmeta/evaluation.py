@@ -28,34 +28,46 @@ from jmeta import batching
 from jmeta.learners.base import Learner
 from jmeta.nn import PyTree
 from jmeta.tasks.task import Task
-from jmeta.validation import positive_int
+from jmeta.validation import one_of, positive_int
 
 TaskSampler = Callable[[jax.Array, int], Task]
+BATCH_NORM_MODES = ("transductive", "support", "running")
 
 
 class Estimate(NamedTuple):
-    """A mean over tasks with the half-width of its 95% confidence interval."""
+    """A mean over tasks with the half-width of its 95% confidence interval; ``diverged`` of the ``tasks``
+    gave a non-finite value (NaN or infinite) and are counted, not averaged: the mean and interval are
+    over the other ``tasks - diverged``."""
 
     mean: float
     ci95: float
     tasks: int
+    diverged: int = 0
 
     def __str__(self) -> str:
-        return f"{self.mean:.4g} ± {self.ci95:.2g}"
+        text = f"{self.mean:.4g} ± {self.ci95:.2g}"
+        return text + (f" ({self.diverged} of {self.tasks} tasks diverged)" if self.diverged else "")
 
 
 def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
-    """Mean and 95% confidence half-width of per-task values.
+    """Mean and 95% confidence half-width of the finite per-task values; non-finite ones are counted as
+    ``diverged`` (the mean is NaN only when fewer than 2 are finite).
 
     Example::
 
         >>> estimate([1.0, 2.0, 3.0]).mean
         2.0
+        >>> print(estimate([1.0, 3.0, float("nan")]))
+        2 ± 2.8 (1 of 3 tasks diverged)
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
         raise ValueError(f"values must be a 1-D sequence of at least 2 per-task values; got shape {values.shape}.")
-    return Estimate(float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size)), values.size)
+    finite = values[np.isfinite(values)]
+    if finite.size < 2:
+        return Estimate(float("nan"), float("nan"), values.size, values.size - finite.size)
+    half_width = 1.96 * finite.std(ddof=1) / np.sqrt(finite.size)
+    return Estimate(float(finite.mean()), float(half_width), values.size, values.size - finite.size)
 
 
 def evaluate(
@@ -69,6 +81,7 @@ def evaluate(
     steps: Sequence[int] = (1, 5, 10),
     batch_size: int = 100,
     batching_strategy: str = "auto",
+    batch_norm: str = "transductive",
 ) -> dict[int, dict[str, Estimate]]:
     """Adapts to ``num_tasks`` fresh tasks and reports every query metric after each inner-step count.
 
@@ -77,8 +90,13 @@ def evaluate(
     sampling function as an argument, so its data are not baked in). They are evaluated ``batch_size`` at a
     time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
-    periodic validation) does not recompile.
+    periodic validation) does not recompile. ``batch_norm`` is the test-time BatchNorm mode, one of
+    ``BATCH_NORM_MODES``; only ``"transductive"`` (statistics of the batch being classified) is
+    implemented here.
     """
+    # Placeholder for the learners branch, which implements "support" and "running"; take its version.
+    if one_of("batch_norm", batch_norm, BATCH_NORM_MODES) != "transductive":
+        raise NotImplementedError(f"batch_norm={batch_norm!r} is not implemented in this jmeta yet.")
     num_tasks = positive_int("num_tasks", num_tasks)
     batch_size = positive_int("batch_size", batch_size)
     if num_tasks < 2:
