@@ -122,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
-    outputs = sorted(path.name for path in Path(args.workdir).iterdir() if path.is_file())
+    outputs = sorted(p.name for p in Path(args.workdir).iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"outputs in {args.workdir}/: {', '.join(outputs)}")
     return 0
 

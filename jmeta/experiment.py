@@ -193,7 +193,8 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
         try:
             return make_episode_sampler(data[split], ways, shots, queries)
         except ValueError as error:
-            raise ValueError(f"{config.task} {split} classes (split={config.get('split')!r}): {error}") from error
+            named = f" (split={config.split!r})" if config.get("split") else ""
+            raise ValueError(f"{config.task} {split} classes{named}: {error}") from error
 
     train = sampler("train", config.ways, config.shots, config.queries)
     val = sampler("val", config.eval_ways, config.eval_shots, config.eval_queries) if config.val_every else None

@@ -138,7 +138,8 @@ def evaluate_workdir(
     state = restore_state(workdir, config, experiment.learner, experiment.meta_optimizer, best=best)
     label = None if best or not config.val_every else f"latest checkpoint (--last), step {int(state.step)}"
     results = meta_test(config, experiment, state, run_keys(config.seed).test, checkpoint=label)
-    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", override).strip("-") for override in overrides)
+    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
+    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
     path = workdir / f"eval_{'best' if best else 'latest'}{suffix}.json"
     write_atomically(path, json.dumps(results, indent=2) + "\n")
     return results, path
@@ -213,7 +214,7 @@ def meta_train(
 ) -> TrainState:
     """Runs meta-steps until ``config.steps``, ``config.log_every`` per compiled call; validates and
     checkpoints every ``config.val_every`` steps and at the end (without validation, ``val_every=0``,
-    checkpoints every ``log_every`` steps). TensorBoard is flushed before each checkpoint is written.
+    checkpoints every ``log_every`` steps). TensorBoard's events are written out before each checkpoint.
     tasks/s is measured without compilation (each block size is compiled ahead, while the progress bar
     says "compiling"). Ctrl-C raises ``TrainingInterrupted``."""
     from tensorboardX import SummaryWriter
@@ -230,9 +231,10 @@ def meta_train(
     metrics_path = workdir / "metrics.jsonl"
     keep_metrics_until(metrics_path, int(state.step))
     done = int(state.step)
+    # A writer per checkpoint interval: closing one is what writes its queued events (flush() does not).
+    board = SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{done}")
     with (
         open(metrics_path, "a") as log,
-        SummaryWriter(str(workdir / "tensorboard")) as board,
         tqdm(total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step") as bar,
     ):
         try:
@@ -245,6 +247,7 @@ def meta_train(
                 start = time.perf_counter()
                 state, metrics = compiled[count](state, experiment.family.sample_train)
                 record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
+                done = record["step"]
                 record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
                 validate_now = bool(config.val_every) and record["step"] % config.val_every == 0
                 checkpoint_now = validate_now or not config.val_every or record["step"] == config.steps
@@ -257,7 +260,8 @@ def meta_train(
                     if name != "step":
                         board.add_scalar(name, value, record["step"])
                 if checkpoint_now:
-                    board.flush()
+                    board.close()
+                    board = SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{record['step']}")
                     checkpoints.save(state, keys.train, validation=checkpoint_validation(config, record))
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
                 bar.update(count)
@@ -268,6 +272,8 @@ def meta_train(
                 f"interrupted at meta-step {done} of {config.steps}; {kept} ({checkpoints.latest.directory}); "
                 "rerun the same command to resume"
             ) from None
+        finally:
+            board.close()
     return state
 
 

@@ -29,7 +29,7 @@ def train(tmp_path, name: str, *overrides: str) -> dict:
     format_results(results)
     for by_metric in results["results"].values():
         for value in by_metric.values():
-            assert set(value) == {"mean", "ci95", "tasks"}
+            assert set(value) == {"mean", "ci95", "tasks", "diverged"}
     return results
 
 
