@@ -57,8 +57,8 @@ def estimate(values: Sequence[float] | np.ndarray) -> Estimate:
 
         >>> estimate([1.0, 2.0, 3.0]).mean
         2.0
-        >>> print(estimate([1.0, 3.0, float("nan")]))
-        2 ± 2.8 (1 of 3 tasks diverged)
+        >>> print(estimate([1.0, 2.0, 3.0, float("nan")]))
+        2 ± 1.1 (1 of 4 tasks diverged)
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or values.size < 2:
