@@ -231,8 +231,9 @@ def meta_train(
     metrics_path = workdir / "metrics.jsonl"
     keep_metrics_until(metrics_path, int(state.step))
     done = int(state.step)
-    # A writer per checkpoint interval: closing one is what writes its queued events (flush() does not).
-    board = SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{done}")
+    # An event file per checkpoint interval: closing its writer is what writes its queued events out
+    # (tensorboardX's flush() leaves its queue alone).
+    board = None
     with (
         open(metrics_path, "a") as log,
         tqdm(total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step") as bar,
@@ -256,12 +257,13 @@ def meta_train(
                 # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+                board = board or SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{done - count}")
                 for name, value in record.items():
                     if name != "step":
                         board.add_scalar(name, value, record["step"])
                 if checkpoint_now:
                     board.close()
-                    board = SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{record['step']}")
+                    board = None
                     checkpoints.save(state, keys.train, validation=checkpoint_validation(config, record))
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
                 bar.update(count)
@@ -273,7 +275,8 @@ def meta_train(
                 "rerun the same command to resume"
             ) from None
         finally:
-            board.close()
+            if board is not None:
+                board.close()
     return state
 
 
