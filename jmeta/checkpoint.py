@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,13 +70,14 @@ class Checkpoints:
 
     def save(self, state: TrainState, sampler_key: jax.Array, validation: dict[str, float] | None = None) -> None:
         """Saves ``state`` and the sampler key as the latest checkpoint, and as the best if ``validation``
-        beats the best so far. A full disk raises an OSError that says so."""
+        beats the best so far. Ctrl-C waits until both are written. A full disk raises an OSError that says so."""
         step = int(state.step)
         item = _item(state, sampler_key)
         try:
-            self.latest.save(step, args=ocp.args.StandardSave(item), force=True)
-            if validation is not None:
-                self.best.save(step, args=ocp.args.StandardSave(item), metrics=validation, force=True)
+            with _interrupt_deferred():
+                self.latest.save(step, args=ocp.args.StandardSave(item), force=True)
+                if validation is not None:
+                    self.best.save(step, args=ocp.args.StandardSave(item), metrics=validation, force=True)
         except OSError as error:
             if error.errno == errno.ENOSPC:
                 raise OSError(
@@ -116,6 +119,22 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Holds a SIGINT (Ctrl-C) back until the block ends, then delivers it: a checkpoint is written whole."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, received[0])
 
 
 @contextlib.contextmanager
