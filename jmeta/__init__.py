@@ -18,11 +18,21 @@ from jmeta.tasks import Task
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # the runs layer is imported on first use, never by the core
+    if name in ("Run", "load_run"):
+        from jmeta import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module 'jmeta' has no attribute {name!r}")
+
+
 __all__ = [
     "Estimate",
     "Learner",
     "MetaTrainer",
     "Model",
+    "Run",
     "Task",
     "TaskOutput",
     "TrainState",
@@ -32,6 +42,7 @@ __all__ = [
     "fomaml",
     "from_linen",
     "from_nnx",
+    "load_run",
     "losses",
     "maml",
     "meta_trainer",

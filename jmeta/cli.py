@@ -8,6 +8,7 @@ Example::
     jmeta data omniglot --data-dir ~/jmeta_data/omniglot
     jmeta data folder --data-dir my_images
     jmeta predict runs/distill/student images.npy
+    jmeta predict --workdir runs/sinusoid_maml --support-x xs.npy --support-y ys.npy --query xq.npy
     jmeta bench sinusoid-maml --peer l2l
 """
 
@@ -31,10 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--workdir", required=True, help="where metrics, results and figures are written")
     train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=1000 seed=1")
 
-    evaluate = commands.add_parser("eval", help="meta-test the best checkpoint of a workdir again")
+    evaluate = commands.add_parser(
+        "eval", help="meta-test the best checkpoint of a workdir again (also while it trains); writes eval_*.json"
+    )
     evaluate.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
     evaluate.add_argument("--last", action="store_true", help="use the latest checkpoint, not the best")
-    evaluate.add_argument("overrides", nargs="*", help="evaluation overrides, e.g. eval_tasks=1000")
+    evaluate.add_argument(
+        "overrides",
+        nargs="*",
+        help="evaluation overrides: eval_tasks, eval_steps, eval_ways, eval_shots, eval_queries, eval_batch_norm "
+        "(transductive, support or running), e.g. eval_tasks=1000",
+    )
 
     plot = commands.add_parser("plot", help="learning curves (and the sinusoid figure) of a workdir as PNG")
     plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
@@ -55,10 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official; or a registered split",
     )
 
-    predict = commands.add_parser("predict", help="run an exported model (jmeta.export) on inputs from a .npy file")
-    predict.add_argument("artifact", help="a folder written by jmeta.export.export_model")
-    predict.add_argument("inputs", help="a .npy file of inputs shaped (points, *input_shape)")
+    predict = commands.add_parser(
+        "predict",
+        help="run an exported model (jmeta.export) on inputs from a .npy file, or adapt a trained run (--workdir) "
+        "to a support set and predict a query set",
+    )
+    predict.add_argument("artifact", nargs="?", help="a folder written by jmeta.export.export_model")
+    predict.add_argument("inputs", nargs="?", help="a .npy file of inputs shaped (points, *input_shape)")
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
+    predict.add_argument("--workdir", help="a workdir written by `jmeta train` (instead of an artifact)")
+    predict.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="with --workdir")
+    predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
+    predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
+    predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
+    predict.add_argument("--query", help=".npy of query inputs, or a folder of images")
+    predict.add_argument("--steps", type=int, help="inner steps (default: the most the run was meta-tested with)")
 
     bench = commands.add_parser("bench", help="measure throughput; prints 'tasks/s N' (gmm-em: 'EM iterations/s N')")
     bench.add_argument("name", choices=sorted([*PEER_SCRIPTS, "gmm-em"]), help="the workload")
@@ -103,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError) as error:
         print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, no traceback (meta-training says where it was)
+        resume = "; rerun the same command to resume" if args.command == "train" else ""
+        print(f"jmeta {args.command}: {str(interrupt) or 'interrupted' + resume}", file=sys.stderr)
+        return 130
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -117,7 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         results = train_and_evaluate(config, args.workdir)
     print(format_results(results))
-    outputs = sorted(path.name for path in Path(args.workdir).iterdir() if path.is_file())
+    outputs = sorted(p.name for p in Path(args.workdir).iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"outputs in {args.workdir}/: {', '.join(outputs)}")
     return 0
 
@@ -125,7 +148,9 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from jmeta.train import evaluate_workdir, format_results
 
-    print(format_results(evaluate_workdir(args.workdir, args.overrides, best=not args.last)))
+    results, path = evaluate_workdir(args.workdir, args.overrides, best=not args.last)
+    print(format_results(results))
+    print(f"results written to {path} (the training run's results.json is unchanged)")
     return 0
 
 
@@ -151,6 +176,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     from jmeta.export import load_predictor
 
+    run_options = ("workdir", "support_x", "support_y", "support", "query", "steps")
+    if args.workdir:
+        return _predict_run(args)
+    if not args.artifact or not args.inputs:
+        raise ValueError("jmeta predict needs an artifact folder and an inputs .npy file, or --workdir RUN.")
+    given = [f"--{name.replace('_', '-')}" for name in run_options if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply with --workdir; an exported artifact predicts directly.")
+
     predictor = load_predictor(args.artifact)
     inputs = np.load(args.inputs)
     outputs = predictor(inputs)
@@ -159,6 +193,55 @@ def _predict(args: argparse.Namespace) -> int:
     classes = np.argmax(outputs, axis=-1)
     for index in classes:
         print(predictor.class_names[index] if predictor.class_names else int(index))
+    return 0
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    """Adapts a trained run to a support set and prints one prediction per query point: its class (the
+    class folder's name with --support) or, for regression, its values."""
+    import numpy as np
+
+    from jmeta import runs
+
+    if args.artifact or args.inputs:
+        raise ValueError("give either --workdir or an artifact folder with an inputs file, not both.")
+    if not args.query or bool(args.support) == bool(args.support_x or args.support_y):
+        raise ValueError(
+            "jmeta predict --workdir needs --query and either --support-x with --support-y (.npy files) or "
+            "--support (a folder holding a folder of images per class)."
+        )
+    if not args.support and not (args.support_x and args.support_y):
+        raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
+    run = runs.load_run(args.workdir, args.checkpoint)
+    invert = run.config.task == "omniglot"  # Omniglot's pixels are ink = 1
+    class_names: list[str] = []
+    if args.support:
+        folders = sorted(p for p in Path(args.support).iterdir() if p.is_dir() and not p.name.startswith("."))
+        files = [runs.image_files(folder) for folder in folders]
+        if not folders or not all(files):
+            raise ValueError(f"--support {args.support} must hold one folder of images per class (each non-empty).")
+        support_x = runs.read_images([f for group in files for f in group], run.input_shape, invert=invert)
+        support_y = np.repeat(np.arange(len(folders)), [len(group) for group in files])
+        class_names = [folder.name for folder in folders]
+    else:
+        support_x, support_y = np.load(args.support_x), np.load(args.support_y)
+    query_names: list[str] = []
+    if Path(args.query).is_dir():
+        query_files = runs.image_files(Path(args.query))
+        query_x = runs.read_images(query_files, run.input_shape, invert=invert)
+        query_names = [path.name for path in query_files]
+    else:
+        query_x = np.load(args.query)
+    outputs = runs.predict(run, support_x, support_y, query_x, steps=args.steps)
+    if args.outputs:
+        np.save(args.outputs, outputs)
+    for i, row in enumerate(outputs):
+        if run.config.task == "sinusoid":
+            prediction = " ".join(f"{value:.6g}" for value in row)
+        else:
+            label = int(np.argmax(row))
+            prediction = class_names[label] if class_names else str(label)
+        print(f"{query_names[i]}\t{prediction}" if query_names else prediction)
     return 0
 
 

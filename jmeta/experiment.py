@@ -24,6 +24,7 @@ import ml_collections
 import optax
 
 from jmeta import learners, losses
+from jmeta.evaluation import BATCH_NORM_MODES
 from jmeta.learners import Learner
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP, Conv4
@@ -102,21 +103,34 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
         value = type(old)(value)
     if old is not None and value is not None and type(value) is not type(old):
-        raise ValueError(
-            f"config key {key!r} expects a {type(old).__name__} (like {old!r}); got {value!r} in {override!r}."
-        )
+        kind = type(old).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ValueError(f"config key {key!r} expects {article} {kind} (like {old!r}); got {value!r} in {override!r}.")
     config[key] = value
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
     """Validates ``config`` and builds the experiment it describes (nothing is traced or compiled)."""
-    for name in ("steps", "meta_batch", "eval_tasks", "log_every", "val_every", "val_tasks"):
+    check_config(config)
+    family = TASK_FAMILIES[config.task](config)
+    return Experiment(family, *build_learner(config, family))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the key if ``config`` is not a valid experiment config.
+
+    ``val_every=0`` turns validation off: the run then tests its last checkpoint."""
+    for name in ("steps", "meta_batch", "eval_tasks", "log_every"):
         positive_int(name, config[name])
+    if positive_int("val_every", config.val_every, allow_zero=True):
+        positive_int("val_tasks", config.val_tasks)
     if config.val_every % config.log_every:
         raise ValueError(
             f"val_every ({config.val_every}) must be a multiple of log_every ({config.log_every}): validation "
-            "and checkpoints happen between compiled blocks of log_every steps."
+            "and checkpoints happen between compiled blocks of log_every steps. (val_every=0: no validation.)"
         )
+    if "eval_batch_norm" in config:
+        one_of("eval_batch_norm", config.eval_batch_norm, BATCH_NORM_MODES)
     positive_float("meta_lr", config.meta_lr)
     one_of("task", config.task, tuple(TASK_FAMILIES))
     one_of("model", config.model, tuple(MODELS))
@@ -126,17 +140,42 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             f"eval_ways ({config.eval_ways}) must equal ways ({config.ways}) for {config.learner}: its classifier "
             "head has one output per way. Only protonet tests with other ways than it trains with."
         )
-    family = TASK_FAMILIES[config.task](config)
+
+
+def build_learner(config: ml_collections.ConfigDict, family: TaskFamily) -> LearnerBuild:
+    """The model, learner and meta-optimiser of a checked ``config``; only ``family``'s loss, metrics and
+    example input are used (see :func:`family_without_data`)."""
     model = MODELS[config.model](config, family)
-    learner, meta_optimizer = LEARNERS[config.learner](config, model, family)
-    return Experiment(family, learner, meta_optimizer)
+    return LEARNERS[config.learner](config, model, family)
+
+
+def family_without_data(config: ml_collections.ConfigDict, input_shape: Sequence[int]) -> TaskFamily:
+    """``config``'s task family without samplers (``None``): its loss, metrics and an example input of
+    ``input_shape``, enough to rebuild the learner of a trained run without loading any data set.
+
+    Example::
+
+        >>> family = family_without_data(load_config("experiments/sinusoid_maml.py"), (1,))  # doctest: +SKIP
+        >>> family.example_input.shape                                                       # doctest: +SKIP
+        (1, 1)
+    """
+    check_config(config)
+    return TaskFamily(None, None, None, jnp.zeros((1, *input_shape)), *scoring(config.task))
+
+
+def scoring(task: str) -> tuple[LossFn, dict[str, LossFn]]:
+    """The loss and query metrics of a task: MSE for sinusoid regression, cross-entropy and accuracy for
+    classification episodes."""
+    if task == "sinusoid":
+        return losses.mse, {}
+    return losses.cross_entropy, {"accuracy": losses.accuracy}
 
 
 def sinusoid_family(config: ml_collections.ConfigDict) -> TaskFamily:
     """Sinusoid regression (Finn et al. 2017, sec. 5.1); validation and test draw fresh functions."""
     train = SinusoidSampler(config.shots, config.queries)
     test = SinusoidSampler(config.eval_shots, config.eval_queries)
-    return TaskFamily(train, test, test, jnp.zeros((1, 1)), losses.mse, {})
+    return TaskFamily(train, test, test, jnp.zeros((1, 1)), *scoring("sinusoid"))
 
 
 def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
@@ -173,7 +212,7 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
     val = sampler("val", *evaluation) if "val" in data.splits else None
     test = sampler("test", *evaluation)
     example = jnp.zeros((1, *data["train"].input_shape))
-    return TaskFamily(train, val, test, example, losses.cross_entropy, {"accuracy": losses.accuracy})
+    return TaskFamily(train, val, test, example, *scoring(config.task))
 
 
 def data_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -222,6 +261,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     config.rotate = ("train",)  # Omniglot: splits whose characters also appear rotated, as new classes
     config.model, config.hidden, config.downsample, config.pool = "conv4", 64, "stride", "flatten"
     config.batch_norm = "batch statistics in every pass, also at test (transductive), as MAML's code"
+    config.eval_batch_norm = "transductive"  # at test: transductive, support or running (jmeta.evaluate)
     config.ways, config.eval_ways, config.shots, config.queries = ways, ways, shots, shots
     config.eval_shots, config.eval_queries = shots, shots
     config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (3,)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,18 @@ def plot_workdir(workdir: str | Path) -> list[Path]:
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
     if not records:
         raise ValueError(f"{metrics_path} holds no logged step yet.")
+    plt = _pyplot()
+    figure = learning_curves(records)
+    path = workdir / "learning_curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return [path, *sorted(p for p in workdir.glob("*.png") if p != path)]
+
+
+def learning_curves(records: Sequence[dict[str, float]]) -> Any:
+    """A matplotlib figure with one panel per logged quantity of ``records`` (the lines of
+    ``metrics.jsonl``) against the meta-step, meta-training and validation values together; a series of
+    one point (a run logged once) is drawn as a marker."""
     quantities = sorted({name.removeprefix("val_") for r in records for name in r} - {"step", "tasks_per_s"})
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.4), squeeze=False)
@@ -47,15 +60,13 @@ def plot_workdir(workdir: str | Path) -> list[Path]:
         for key, label in ((name, "meta-train"), (f"val_{name}", "validation")):
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
-                axis.plot(*zip(*points, strict=True), marker="." if label == "validation" else None, label=label)
+                marker = "." if label == "validation" or len(points) == 1 else None
+                axis.plot(*zip(*points, strict=True), marker=marker, label=label)
         axis.set_xlabel("meta-step")
         axis.set_title(name)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    path = workdir / "learning_curves.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return [path, *sorted(p for p in workdir.glob("*.png") if p != path)]
+    return figure
 
 
 def plot_sinusoid_adaptation(

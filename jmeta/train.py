@@ -1,12 +1,15 @@
 """Meta-training and meta-testing a config: the loop with its side effects (progress, files, checkpoints).
 
-``workdir`` holds ``config.json`` (the run's config), ``metrics.jsonl`` (one JSON object per logging
+``workdir`` holds ``config.json`` (the run's config), ``model_input.json`` (the shape of one input, to
+rebuild the model without data: ``jmeta.load_run``), ``metrics.jsonl`` (one JSON object per logging
 step), ``tensorboard/`` (the same as event files), ``checkpoints/{latest,best}`` (Orbax), ``results.json``
-(meta-test estimates with their protocol) and, for sinusoid, ``sinusoid_adaptation.png``.
+(meta-test estimates with their protocol), ``eval_*.json`` (from ``jmeta eval``) and, for sinusoid,
+``sinusoid_adaptation.png``. One ``jmeta train`` at a time writes to a workdir (``jmeta.lock``).
 
 Running the same command again on a workdir resumes from its latest checkpoint and ends with the same
 metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
-so the sampler's state is its key, saved with the parameters and optimiser state.
+so the sampler's state is its key, saved with the parameters and optimiser state. Ctrl-C raises
+``TrainingInterrupted``, whose message says where the run stopped.
 
 Example::
 
@@ -21,8 +24,10 @@ import contextlib
 import json
 import math
 import os
+import re
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,17 +36,25 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from jmeta.checkpoint import Checkpoints
-from jmeta.evaluation import evaluate
-from jmeta.experiment import Experiment, build, describe
+from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints
+from jmeta.evaluation import BATCH_NORM_MODES, evaluate
+from jmeta.experiment import Experiment, apply_override, build, describe
+from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
+from jmeta.runs import read_config, restore_state, save_model_input
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
-RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps")
+RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm")
+# Keys `jmeta eval` may override: they only change the meta-test protocol.
+EVAL_OVERRIDES = ("eval_tasks", "eval_steps", "eval_ways", "eval_shots", "eval_queries", "eval_batch_norm")
 
 
 class NonFiniteError(FloatingPointError):
     """The loss or gradient norm became NaN or infinite during meta-training."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during meta-training; the message names the step reached and the last checkpoint."""
 
 
 class RunKeys(NamedTuple):
@@ -60,7 +73,8 @@ def run_keys(seed: int) -> RunKeys:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
-    the best-by-validation parameters and writes the outputs to ``workdir``.
+    the best-by-validation parameters (the last ones with ``val_every=0``) and writes the outputs to
+    ``workdir``, holding its lock throughout (``WorkdirBusyError`` if another run holds it).
 
     A config with a ``program`` key is not a meta-learner's: ``jmeta train`` runs it with
     ``jmeta.systems.programs.run_program``, and this function refuses it."""
@@ -69,10 +83,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
             "(as `jmeta train` does), not train_and_evaluate."
         )
-    experiment = build(config)
-    workdir = prepare_workdir(workdir, config)
-    _, best, keys = meta_train_workdir(config, experiment, workdir)
-    return finish(config, experiment, best, keys, workdir)
+    # One process of a multi-process run holds the lock for all of them.
+    with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        experiment = build(config)
+        workdir = prepare_workdir(workdir, config)
+        save_model_input(workdir, experiment.family.example_input)
+        _, best, keys = meta_train_workdir(config, experiment, workdir)
+        return finish(config, experiment, best, keys, workdir)
 
 
 @contextlib.contextmanager
@@ -92,33 +109,41 @@ def meta_train_workdir(
     config: ml_collections.ConfigDict, experiment: Experiment, workdir: Path
 ) -> tuple[TrainState, TrainState, RunKeys]:
     """Meta-trains in ``workdir``, resuming from its latest checkpoint; returns the last state, the best by
-    validation, and the run's keys."""
+    validation (the last without validation: ``val_every=0``), and the run's keys."""
     with opened_run(config, experiment, workdir) as (trainer, keys, checkpoints):
         state = resume_or_init(trainer, checkpoints, keys)
         last = meta_train(config, experiment, trainer, state, keys, checkpoints, workdir)
-        best, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=True)
+        best = checkpoints.restore(*abstract_run_state(trainer, keys), best=True)[0] if config.val_every else last
     return last, best, keys
 
 
-def evaluate_workdir(workdir: str | Path, overrides: list[str] = (), *, best: bool = True) -> dict[str, Any]:
-    """Meta-tests the best (or latest) checkpoint of a finished or running workdir again.
+def evaluate_workdir(
+    workdir: str | Path, overrides: Sequence[str] = (), *, best: bool = True
+) -> tuple[dict[str, Any], Path]:
+    """Meta-tests the best (or latest) checkpoint of a finished or running workdir again, without taking
+    its lock or touching its checkpoints. Returns the results and the file they were written to,
+    ``eval_<checkpoint>[_<overrides>].json`` in the workdir (the training run's ``results.json`` stays).
 
-    Only evaluation keys (``eval_tasks``, ``eval_steps``) may be overridden.
+    Only the keys ``EVAL_OVERRIDES`` (tasks, inner steps, ways, shots, queries, test-time BatchNorm) may be
+    overridden. A run without validation (``val_every=0``) has no best checkpoint: its latest is used.
     """
-    from jmeta.experiment import apply_override
-
     workdir = Path(workdir)
-    if not (workdir / "config.json").is_file():
-        raise FileNotFoundError(f"{workdir / 'config.json'} not found: is {str(workdir)!r} a `jmeta train` workdir?")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = read_config(workdir)
     for override in overrides:
-        if override.partition("=")[0] not in ("eval_tasks", "eval_steps"):
-            raise ValueError(f"jmeta eval only takes eval_tasks=... and eval_steps=... overrides; got {override!r}.")
+        if override.partition("=")[0] not in EVAL_OVERRIDES:
+            allowed = ", ".join(f"{key}=..." for key in EVAL_OVERRIDES)
+            raise ValueError(f"jmeta eval only takes the overrides {allowed}; got {override!r}.")
         apply_override(config, override)
     experiment = build(config)
-    with opened_run(config, experiment, workdir) as (trainer, keys, checkpoints):
-        state, _ = checkpoints.restore(*abstract_run_state(trainer, keys), best=best)
-    return finish(config, experiment, state, keys, workdir)
+    best = best and bool(config.val_every)
+    state = restore_state(workdir, config, experiment.learner, experiment.meta_optimizer, best=best)
+    label = None if best or not config.val_every else f"latest checkpoint (--last), step {int(state.step)}"
+    results = meta_test(config, experiment, state, run_keys(config.seed).test, checkpoint=label)
+    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
+    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
+    path = workdir / f"eval_{'best' if best else 'latest'}{suffix}.json"
+    write_atomically(path, json.dumps(results, indent=2) + "\n")
+    return results, path
 
 
 def finish(
@@ -151,12 +176,17 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
         saved = json.loads(saved_path.read_text())
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if set(changed) - set(RESUMABLE_CHANGES):
+            differences = "; ".join(f"{key}: {_shown(saved, key)} there, {_shown(current, key)} now" for key in changed)
             raise ValueError(
-                f"workdir {str(workdir)!r} holds a run with a different config (keys {changed} differ); use a "
-                f"new --workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
+                f"workdir {str(workdir)!r} holds a run with a different config ({differences}); use a new "
+                f"--workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
             )
     write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
     return workdir
+
+
+def _shown(config: dict[str, Any], key: str) -> str:
+    return repr(config[key]) if key in config else "(absent)"
 
 
 def abstract_run_state(trainer: MetaTrainer, keys: RunKeys) -> tuple[TrainState, jax.Array]:
@@ -170,6 +200,7 @@ def resume_or_init(trainer: MetaTrainer, checkpoints: Checkpoints, keys: RunKeys
     state, sampler_key = checkpoints.restore(*abstract_run_state(trainer, keys))
     if not np.array_equal(jax.random.key_data(sampler_key), jax.random.key_data(keys.train)):
         raise ValueError("the checkpoint's sampler key does not match config.seed; use a new --workdir.")
+    print(f"resuming from step {int(state.step)} ({checkpoints.latest.directory})", file=sys.stderr)
     return state
 
 
@@ -183,7 +214,10 @@ def meta_train(
     workdir: Path,
 ) -> TrainState:
     """Runs meta-steps until ``config.steps``, ``config.log_every`` per compiled call; validates and
-    checkpoints every ``config.val_every`` steps and at the end."""
+    checkpoints every ``config.val_every`` steps and at the end (without validation, ``val_every=0``,
+    checkpoints every ``log_every`` steps). TensorBoard's events are written out before each checkpoint.
+    tasks/s is measured without compilation (each block size is compiled ahead, while the progress bar
+    says "compiling"). Ctrl-C raises ``TrainingInterrupted``."""
     from tensorboardX import SummaryWriter
 
     def scan_steps(state: TrainState, sampler: Any, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -194,33 +228,74 @@ def meta_train(
         return jax.lax.scan(one_step, state, length=count)
 
     run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0)
+    compiled: dict[int, Any] = {}  # one program per block size: log_every, and a shorter last block
     metrics_path = workdir / "metrics.jsonl"
     keep_metrics_until(metrics_path, int(state.step))
+    done = int(state.step)
+    # An event file per checkpoint interval: closing its writer is what writes its queued events out
+    # (tensorboardX's flush() leaves its queue alone).
+    board = None
     with (
         open(metrics_path, "a") as log,
-        SummaryWriter(str(workdir / "tensorboard")) as board,
-        tqdm(total=config.steps, initial=min(int(state.step), config.steps), desc="meta-train", unit="step") as bar,
+        tqdm(total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step") as bar,
     ):
-        while (done := int(state.step)) < config.steps:
-            count = min(config.log_every, config.steps - done)
-            start = time.perf_counter()
-            state, metrics = run_steps(state, experiment.family.sample_train, count)
-            record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
-            record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
-            checkpoint_now = record["step"] % config.val_every == 0 or record["step"] == config.steps
-            if checkpoint_now:
-                record.update(validate(config, experiment, state, keys.val))
-            # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if checkpoint_now:
-                checkpoints.save(state, keys.train, validation={config.val_metric: record[f"val_{config.val_metric}"]})
-            for name, value in record.items():
-                if name != "step":
-                    board.add_scalar(name, value, record["step"])
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
-            bar.update(count)
+        try:
+            while (done := int(state.step)) < config.steps:
+                count = min(config.log_every, config.steps - done)
+                if count not in compiled:
+                    bar.set_description("compiling")
+                    compiled[count] = run_steps.lower(state, experiment.family.sample_train, count).compile()
+                    bar.set_description("meta-train")
+                start = time.perf_counter()
+                state, metrics = compiled[count](state, experiment.family.sample_train)
+                record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
+                done = record["step"]
+                record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
+                validate_now = bool(config.val_every) and record["step"] % config.val_every == 0
+                checkpoint_now = validate_now or not config.val_every or record["step"] == config.steps
+                if checkpoint_now and config.val_every:
+                    record.update(validate(config, experiment, state, keys.val))
+                # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                board = board or SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{done - count}")
+                for name, value in record.items():
+                    if name != "step":
+                        board.add_scalar(name, value, record["step"])
+                if checkpoint_now:
+                    board.close()
+                    board = None
+                    checkpoints.save(state, keys.train, validation=checkpoint_validation(config, record))
+                bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
+                bar.update(count)
+        except KeyboardInterrupt:
+            last = checkpoints.latest_step()
+            kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is step {last}"
+            raise TrainingInterrupted(
+                f"interrupted at meta-step {done} of {config.steps}; {kept} ({checkpoints.latest.directory}); "
+                "rerun the same command to resume"
+            ) from None
+        finally:
+            if board is not None:
+                board.close()
     return state
+
+
+def checkpoint_validation(config: ml_collections.ConfigDict, record: dict[str, float]) -> dict[str, float] | None:
+    """What ranks a checkpoint among the best: the validation metric and the count of diverged validation
+    tasks (fewer always ranks first; a metric over no finite task counts as the worst); ``None`` without
+    validation."""
+    if f"val_{config.val_metric}" not in record:
+        return None
+    value, diverged = record[f"val_{config.val_metric}"], record["val_diverged"]
+    if diverged:
+        tqdm.write(
+            f"validation at step {record['step']}: {diverged} of {config.val_tasks} tasks diverged (non-finite "
+            f"{config.val_metric}); a checkpoint with fewer diverged tasks is preferred as the best"
+        )
+    if not math.isfinite(value):
+        value = -math.inf if config.val_metric in HIGHER_IS_BETTER else math.inf
+    return {config.val_metric: value, "diverged": diverged}
 
 
 def check_finite(metrics: dict[str, np.ndarray], first_step: int, checkpoints: Checkpoints) -> dict[str, float]:
@@ -241,8 +316,8 @@ def validate(
     config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, key: jax.Array
 ) -> dict[str, float]:
     """Query metrics on ``config.val_tasks`` validation tasks after ``config.inner_steps`` inner steps: the
-    objective being meta-trained. (More steps than were trained can diverge on a few tasks, and such
-    outliers would then decide which checkpoint is kept.)"""
+    objective being meta-trained (more steps than were trained can diverge on a few tasks), as means over
+    the tasks with finite values, and ``val_diverged``: the most tasks any metric had non-finite."""
     steps = config.inner_steps
     estimates = evaluate(
         experiment.learner,
@@ -254,7 +329,8 @@ def validate(
         steps=(steps,),
         batching_strategy=config.batching,
     )[steps]
-    return {f"val_{name}": estimate.mean for name, estimate in estimates.items()}
+    diverged = max(estimate.diverged for estimate in estimates.values())
+    return {**{f"val_{name}": estimate.mean for name, estimate in estimates.items()}, "val_diverged": diverged}
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
@@ -271,9 +347,17 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def meta_test(
-    config: ml_collections.ConfigDict, experiment: Experiment, state: TrainState, key: jax.Array
+    config: ml_collections.ConfigDict,
+    experiment: Experiment,
+    state: TrainState,
+    key: jax.Array,
+    *,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluates on ``config.eval_tasks`` test tasks; returns the estimates with their protocol."""
+    """Evaluates on ``config.eval_tasks`` test tasks with the test-time BatchNorm mode
+    ``config.eval_batch_norm`` (where the config has one); returns the estimates with their protocol.
+    ``checkpoint`` describes the state tested (default: the best by validation, or the last without it)."""
+    options = {"batch_norm": config.eval_batch_norm} if "eval_batch_norm" in config else {}
     estimates = evaluate(
         experiment.learner,
         state.params,
@@ -283,7 +367,12 @@ def meta_test(
         num_tasks=config.eval_tasks,
         steps=config.eval_steps,
         batching_strategy=config.batching,
+        **options,
     )
+    if checkpoint is None and config.val_every:
+        checkpoint = f"best by validation {config.val_metric} ({config.val_tasks} tasks), step {int(state.step)}"
+    elif checkpoint is None:
+        checkpoint = f"last (no validation: val_every=0), step {int(state.step)}"
     return {
         "protocol": {
             "task": config.task,
@@ -292,9 +381,9 @@ def meta_test(
             "shots": config.eval_shots,
             "queries_per_task": config.eval_queries * (config.get("eval_ways", config.get("ways")) or 1),
             "inner_steps": list(config.eval_steps),
-            "inner_lr": config.inner_lr,
-            "batch_norm": config.get("batch_norm", "none"),
-            "checkpoint": f"best by validation {config.val_metric} ({config.val_tasks} tasks), step {int(state.step)}",
+            "inner_lr": None if config.learner == "protonet" else config.inner_lr,  # no inner gradient step
+            "batch_norm": options.get("batch_norm", config.get("batch_norm", "none")),
+            "checkpoint": checkpoint,
             "ci": "95%, 1.96 * std / sqrt(tasks)",
             "seed": config.seed,
         },
@@ -305,18 +394,32 @@ def meta_test(
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """A plain-text table of meta-test results beside the published numbers."""
+    """A plain-text table of meta-test results beside the published numbers; diverged (non-finite) tasks
+    are counted after the estimate, which is over the other tasks."""
     names = list(next(iter(results["results"].values())))
     header = f"{'inner steps':>11}  " + "  ".join(f"{name + ' (mean ± 95% CI)':>26}" for name in names)
     lines = [header + f"  {'published':>9}"]
     for steps, by_metric in results["results"].items():
         published = results["published"].get(steps)
-        cells = "  ".join(f"{by_metric[n]['mean']:>17.4f} ± {by_metric[n]['ci95']:<6.4f}" for n in names)
+        cells = "  ".join(_cell(by_metric[n]) for n in names)
         lines.append(f"{steps:>11}  {cells}  {'' if published is None else published:>9}")
     protocol = results["protocol"]
+    ways = f"{protocol['ways']}-way " if protocol.get("ways") else ""
+    inner_lr = f"inner lr {protocol['inner_lr']}, " if protocol.get("inner_lr") is not None else ""
+    batch_norm = f"BatchNorm {protocol['batch_norm']}, " if protocol.get("batch_norm") in BATCH_NORM_MODES else ""
     lines.append(
-        f"protocol: {protocol['tasks']} test tasks, {protocol['shots']}-shot, {protocol['queries_per_task']} "
-        f"query points per task, inner lr {protocol['inner_lr']}, {protocol['checkpoint']}; "
+        f"protocol: {protocol['tasks']} test tasks, {ways}{protocol['shots']}-shot, {protocol['queries_per_task']} "
+        f"query points per task, {inner_lr}{batch_norm}{protocol['checkpoint']}; "
         f"published: {results['published_source']}"
     )
     return "\n".join(lines)
+
+
+def _cell(estimate: dict[str, Any]) -> str:
+    """``mean ± ci95`` of one estimate, then ``[k/n diverged]`` if some of its tasks were not finite."""
+    diverged = estimate.get("diverged", 0)
+    tasks = estimate["tasks"] + diverged  # ``tasks`` counts the finite ones
+    if not math.isfinite(estimate["mean"]):  # fewer than 2 finite tasks
+        return f"{f'{diverged} of {tasks} tasks diverged':>26}"
+    cell = f"{estimate['mean']:>17.4f} ± {estimate['ci95']:<6.4f}"
+    return cell + (f" [{diverged}/{tasks} diverged]" if diverged else "")

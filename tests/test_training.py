@@ -49,7 +49,8 @@ def test_cli_train_prints_the_results_table_beside_the_paper(tmp_path, capsys):
     ("override", "message"),
     [
         ("stepz=3", "unknown config key 'stepz'"),
-        ("steps=abc", "config key 'steps' expects a int"),
+        ("steps=abc", "config key 'steps' expects an int"),
+        ("meta_lr=abc", "config key 'meta_lr' expects a float"),
         ("steps", "overrides must look like key=value"),
     ],
 )
