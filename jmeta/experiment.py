@@ -27,7 +27,7 @@ from jmeta import learners, losses
 from jmeta.learners import Learner
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP, Conv4
-from jmeta.nn import Model, from_linen
+from jmeta.nn import Model, from_linen, with_compute_dtype
 from jmeta.tasks import SinusoidSampler, Task
 from jmeta.validation import one_of, positive_float, positive_int
 
@@ -124,7 +124,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             "head has one output per way. Only protonet tests with other ways than it trains with."
         )
     family = TASK_FAMILIES[config.task](config)
-    model = MODELS[config.model](config, family)
+    # compute_dtype: the dtype of the model's passes (float32 or bfloat16); absent from older run configs.
+    model = with_compute_dtype(MODELS[config.model](config, family), config.get("compute_dtype", "float32"))
     learner, meta_optimizer = LEARNERS[config.learner](config, model, family)
     return Experiment(family, learner, meta_optimizer)
 
@@ -173,7 +174,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     config.eval_shots, config.eval_queries = shots, shots
     config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (3,)
     config.meta_batch, config.meta_lr, config.steps, config.seed = 32, 1e-3, 60_000, 0
-    config.batching = "auto"
+    config.batching, config.compute_dtype = "auto", "float32"
     config.log_every, config.val_every, config.val_tasks, config.val_metric = 100, 1000, 100, "accuracy"
     config.eval_tasks = 600
     config.published, config.published_source = {}, ""
