@@ -1,31 +1,27 @@
 """Inner loops as rolled scans, optionally rematerialised so that differentiating them keeps memory flat.
 
 ``scan_steps(step, carry, xs, length, remat=...)`` is ``jax.lax.scan`` over ``length`` inner steps, never
-unrolled (compilation takes the same seconds at 5 or 500 steps). With ``remat=True`` the steps are nested
-scans over segments, each segment body under ``jax.checkpoint`` (Griewank's recursive checkpointing):
+unrolled (compilation takes the same seconds at 5 or 500 steps). With ``remat=True`` the steps run as
+nested scans, each level's body under ``jax.checkpoint`` (recursive checkpointing, Griewank 1992):
 
-* ``levels = ceil(log_4(length))`` levels of segments; a level splits its steps into about
-  ``length ** (1 / levels)`` segments (at most ~4), plus a shorter remainder segment;
-* the forward pass keeps only the carry at each segment's start; the backward pass recomputes one
-  segment at a time, level by level, down to single steps;
-* so the backward pass holds about ``4 * levels`` carries (parameter copies) instead of one (or more)
-  per step: memory grows like ``log(length)``, within a square root, and each step's forward pass
-  runs ``levels + 1`` times instead of once.
+* ``segments(length)`` gives the scan lengths, outermost first, e.g. ``(4, 5, 5)`` for 100 steps: the
+  shape with the fewest stored carries (their sum) for the least nesting; when their product exceeds
+  ``length``, the extra steps are skipped by a ``lax.cond`` on the step index (not batched, so it stays a
+  branch under ``vmap``);
+* the forward pass keeps only the carry at the start of each outermost segment; the backward pass
+  recomputes one segment at a time, level by level, down to single steps;
+* so the backward pass holds about ``sum(segments)`` carries (parameter copies) instead of one or more
+  per step: memory grows like ``log(length)``, and each step's forward pass runs once per level more.
+  The step is traced once, whatever ``length``: the program does not grow with it.
 
-Measured (docs/benchmarks.md): MAML with an MLP (256, 256, 1) on 64 support points, XLA's compiled memory of
-``jax.grad(task_loss)`` (arguments, outputs, temporaries) is 2.7 MiB at 5 inner steps and 4.2 MiB at 100
-(26.8 MiB at 100 when each step alone is checkpointed).
+Figures (XLA's compiled memory at 1 to 100 inner steps, with and without remat): docs/benchmarks.md.
 
 Example::
 
     >>> import jax, jax.numpy as jnp
     >>> step = lambda w, x: (jnp.sin(w) * x, w.sum())
-    >>> carry, ys = scan_steps(step, jnp.ones(3), jnp.arange(10.0), 10, remat=True)
-    >>> ys.shape
-    (10,)
-    >>> bool(jnp.allclose(jax.grad(lambda w: scan_steps(step, w, jnp.arange(10.0), 10, remat=True)[0].sum())(
-    ...     jnp.ones(3)), jax.grad(lambda w: scan_steps(step, w, jnp.arange(10.0), 10, remat=False)[0].sum())(
-    ...     jnp.ones(3))))
+    >>> loss = lambda w, remat: scan_steps(step, w, jnp.arange(10.0), 10, remat=remat)[0].sum()
+    >>> bool(jnp.allclose(jax.grad(loss)(jnp.ones(3), True), jax.grad(loss)(jnp.ones(3), False)))
     True
 """
 
@@ -38,11 +34,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-# Segments per level of nesting: 4 gave the least memory of 2, 3, 4 and equal splits over 1-5 levels for
-# 100 steps (MLP (256, 256, 1), 64 support points; 2-core CPU, jax 0.10.2).
-BRANCHING = 4
-
 Step = Callable[[Any, Any], tuple[Any, Any]]
+MAX_LEVELS = 6
 
 
 def scan_steps(step: Step, carry: Any, xs: Any, length: int, *, remat: bool) -> tuple[Any, Any]:
@@ -68,37 +61,53 @@ def scan_steps(step: Step, carry: Any, xs: Any, length: int, *, remat: bool) -> 
     """
     if not remat:
         return jax.lax.scan(step, carry, xs, length=length)
-    return _nested(step, carry, xs, length, levels(length))
+    shape = segments(length)
+    total = math.prod(shape)
+    index = jnp.arange(total)
+    xs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.zeros((total - length, *a.shape[1:]), a.dtype)]), xs)
+    if total > length:
+        item = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xs)
+        ys_shape = jax.eval_shape(step, carry, item)[1]
+
+        def skip(carry: Any, _: Any) -> tuple[Any, Any]:
+            return carry, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), ys_shape)
+
+        def body(carry: Any, indexed: tuple[Any, jax.Array]) -> tuple[Any, Any]:
+            x, i = indexed
+            return jax.lax.cond(i < length, step, skip, carry, x)
+    else:
+
+        def body(carry: Any, indexed: tuple[Any, jax.Array]) -> tuple[Any, Any]:
+            return step(carry, indexed[0])
+
+    nested_xs = jax.tree.map(lambda a: a.reshape(*shape, *a.shape[1:]), (xs, index))
+    carry, ys = _nested(body, carry, nested_xs, shape)
+    return carry, jax.tree.map(lambda a: a.reshape(total, *a.shape[len(shape) :])[:length], ys)
 
 
-def levels(length: int) -> int:
-    """Levels of nested segments for ``length`` checkpointed steps: ``ceil(log_4(length))``, at least 1.
+def segments(length: int) -> tuple[int, ...]:
+    """The scan lengths of ``length`` checkpointed steps, outermost first: among ``1`` to ``MAX_LEVELS``
+    levels of ``ceil(length ** (1 / levels))`` steps each (the outermost only as many as needed), the
+    shape with the fewest stored carries (the sum), then the fewest levels.
 
     Example::
 
-        >>> [levels(k) for k in (1, 4, 5, 16, 100)]
-        [1, 1, 2, 2, 4]
+        >>> [segments(k) for k in (1, 5, 25, 100, 1000)]
+        [(1,), (5,), (3, 3, 3), (4, 5, 5), (4, 4, 4, 4, 4)]
     """
-    return max(1, math.ceil(math.log(length) / math.log(BRANCHING) - 1e-9)) if length > 1 else 1
+    shapes = []
+    for levels in range(1, MAX_LEVELS + 1):
+        inner = math.ceil(length ** (1 / levels) - 1e-9)
+        outer = math.ceil(length / inner ** (levels - 1))
+        shapes.append((outer, *[inner] * (levels - 1)))
+    return min(shapes, key=lambda shape: (sum(shape), len(shape)))
 
 
-def _nested(step: Step, carry: Any, xs: Any, length: int, depth: int) -> tuple[Any, Any]:
-    if depth == 1:
-        return jax.lax.scan(jax.checkpoint(step, prevent_cse=False), carry, xs, length=length)
-    size = math.ceil(length ** ((depth - 1) / depth))
-    count, rest = divmod(length, size)
+def _nested(body: Step, carry: Any, xs: Any, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    if len(shape) == 1:
+        return jax.lax.scan(jax.checkpoint(body, prevent_cse=False), carry, xs, length=shape[0])
 
     def segment(carry: Any, segment_xs: Any) -> tuple[Any, Any]:
-        return _nested(step, carry, segment_xs, size, depth - 1)
+        return _nested(body, carry, segment_xs, shape[1:])
 
-    head = jax.tree.map(lambda a: a[: count * size].reshape(count, size, *a.shape[1:]), xs)
-    carry, ys = jax.lax.scan(jax.checkpoint(segment, prevent_cse=False), carry, head, length=count)
-    ys = jax.tree.map(lambda a: a.reshape(count * size, *a.shape[2:]), ys)
-    if rest:
-
-        def remainder(carry: Any, tail_xs: Any) -> tuple[Any, Any]:
-            return _nested(step, carry, tail_xs, rest, min(depth - 1, levels(rest)))
-
-        carry, tail_ys = jax.checkpoint(remainder)(carry, jax.tree.map(lambda a: a[count * size :], xs))
-        ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, tail_ys)
-    return carry, ys
+    return jax.lax.scan(jax.checkpoint(segment, prevent_cse=False), carry, xs, length=shape[0])
