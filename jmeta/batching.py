@@ -152,14 +152,16 @@ def matmul_flops(jaxpr: Any) -> float:
         >>> matmul_flops(jax.make_jaxpr(jnp.matmul)(jnp.ones((2, 3)), jnp.ones((3, 4))).jaxpr)
         48.0
     """
-    return sum(trips * _dot_flops(eqn) for eqn, trips in _equations(jaxpr) if eqn.primitive.name == "dot_general")
+    return _flops(jaxpr, lambda eqn: _dot_flops(eqn) if eqn.primitive.name == "dot_general" else 0.0)
 
 
 def matmul_and_conv_flops(jaxpr: Any) -> float:
-    """FLOPs of the matrix products and convolutions (``conv_general_dilated``) a jaxpr runs, counting scan
-    bodies once per trip (a ``while`` body once), 2 per multiply-add: the work a FLOP-utilisation figure
-    counts. A convolution's output element is a dot product over the kernel's entries per output feature,
-    of which a transposed convolution (``lhs_dilation``, in gradients of strided ones) meets one in
+    """FLOPs of the matrix products and convolutions (``conv_general_dilated``) a jaxpr runs, 2 per
+    multiply-add: the work a FLOP-utilisation figure counts. A scan body counts once per trip, a ``while``
+    body once (its trip count is not known when tracing), a ``cond`` as its costliest branch.
+
+    A convolution's output element is a dot product over the kernel's entries per output feature, of
+    which a transposed convolution (``lhs_dilation``, in gradients of strided ones) meets one in
     ``prod(lhs_dilation)`` on average; padding is counted (XLA's cost analysis leaves it out: a few % less).
 
     Example::
@@ -169,16 +171,18 @@ def matmul_and_conv_flops(jaxpr: Any) -> float:
         >>> matmul_and_conv_flops(jax.make_jaxpr(conv)(jnp.ones((1, 3, 5, 5)), jnp.ones((8, 3, 3, 3))).jaxpr)
         3888.0
     """
-    flops = 0.0
-    for eqn, trips in _equations(jaxpr):
+
+    def product_flops(eqn: Any) -> float:
         if eqn.primitive.name == "dot_general":
-            flops += trips * _dot_flops(eqn)
-        elif eqn.primitive.name == "conv_general_dilated":
-            kernel = eqn.invars[1].aval.shape
-            out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
-            taps = math.prod(kernel) / out_features / math.prod(eqn.params["lhs_dilation"])
-            flops += 2.0 * trips * math.prod(eqn.outvars[0].aval.shape) * taps
-    return flops
+            return _dot_flops(eqn)
+        if eqn.primitive.name != "conv_general_dilated":
+            return 0.0
+        kernel = eqn.invars[1].aval.shape
+        out_features = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+        taps = math.prod(kernel) / out_features / math.prod(eqn.params["lhs_dilation"])
+        return 2.0 * math.prod(eqn.outvars[0].aval.shape) * taps
+
+    return _flops(jaxpr, product_flops)
 
 
 def _dot_flops(eqn: Any) -> float:
@@ -187,17 +191,38 @@ def _dot_flops(eqn: Any) -> float:
     return 2.0 * contracted * math.prod(eqn.outvars[0].aval.shape)
 
 
+def _flops(jaxpr: Any, eqn_flops: Callable[[Any], float]) -> float:
+    """``eqn_flops`` summed over a jaxpr: scan bodies times their length, a cond's costliest branch."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        inner = [_flops(sub, eqn_flops) for sub in _sub_jaxprs(eqn)]
+        if eqn.primitive.name == "cond":
+            total += max(inner, default=0.0)
+        else:
+            trips = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+            total += eqn_flops(eqn) + trips * sum(inner)
+    return total
+
+
 def _equations(jaxpr: Any, trips: int = 1) -> Iterator[tuple[Any, int]]:
     """Every equation of a jaxpr with how often it runs, descending into the sub-jaxprs of scans, calls
     and custom rules (a ``while`` body counts once: its trip count is not known when tracing)."""
     for eqn in jaxpr.eqns:
         yield eqn, trips
         inner_trips = trips * eqn.params.get("length", 1) if eqn.primitive.name == "scan" else trips
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _equations(inner, inner_trips)
+        for inner in _sub_jaxprs(eqn):
+            yield from _equations(inner, inner_trips)
+
+
+def _sub_jaxprs(eqn: Any) -> list[Any]:
+    """The jaxprs in an equation's parameters (a scan's body, a cond's branches, a call's function)."""
+    found = []
+    for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+            inner = getattr(sub, "jaxpr", sub)
+            if hasattr(inner, "eqns"):
+                found.append(inner)
+    return found
 
 
 def _leading(tasks: Any) -> int:

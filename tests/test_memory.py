@@ -35,6 +35,7 @@ def test_remat_keeps_mlp_meta_step_memory_flat_in_inner_steps():
     assert bench.step_memory(mlp_workload(100, remat=False)).total > 10 * five
 
 
+@pytest.mark.slow  # compiles two Conv-4 meta-steps of 32 tasks: minutes on 2 busy cores
 def test_remat_keeps_conv4_meta_step_memory_flat_in_inner_steps():
     five, hundred = (bench.memory("omniglot-maml", inner_steps=k, remat=True).total for k in (5, 100))
     assert hundred <= 1.5 * five, (five, hundred)

@@ -29,9 +29,8 @@ def float_dtypes(tree):
     return {str(leaf.dtype) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)}
 
 
-@pytest.mark.parametrize("conv", ["patches", "xla"])
-def test_bfloat16_products_and_float32_state_in_a_conv4_meta_step(conv):
-    model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5, hidden=8, conv=conv), jnp.zeros((1, 28, 28, 1)))
+def test_bfloat16_products_and_float32_state_in_a_conv4_meta_step():
+    model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5, hidden=8, conv="xla"), jnp.zeros((1, 28, 28, 1)))
     learner = jmeta.maml(model, jmeta.losses.cross_entropy, 0.4, 2, compute_dtype="bfloat16")
     trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
     tasks = omniglot_like_tasks(jax.random.key(1), 2)
@@ -64,7 +63,8 @@ def train_and_score(learner, sample, steps, eval_tasks):
 
 
 def test_bfloat16_sinusoid_maml_trains_like_float32():
-    """Margin: the bfloat16 query MSE after 300 meta-steps is within 10% (+0.05) of float32's."""
+    """Margin: the bfloat16 query MSE after 300 meta-steps is within 10% (+0.05) of float32's (measured: 3.411
+    and 3.425, from 20.57)."""
     model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
     sample = SinusoidSampler(10, 10)
     eval_tasks = sample(jax.random.key(9), 100)
@@ -74,7 +74,6 @@ def test_bfloat16_sinusoid_maml_trains_like_float32():
         )
         for dtype in ("float32", "bfloat16")
     }
-    print(scores)
     after32, (before16, after16) = scores["float32"][1], scores["bfloat16"]
     assert after16 < 0.7 * before16, scores
     assert abs(after16 - after32) <= 0.1 * after32 + 0.05, scores
@@ -99,9 +98,11 @@ def omniglot_like_tasks(key, count, classes=20, ways=5, queries=5):
     return jax.vmap(one)(jax.random.split(key, count))
 
 
+@pytest.mark.slow  # ~10 minutes on 2 busy cores (compiling Conv-4 with patches in both dtypes)
 def test_bfloat16_conv4_maml_on_omniglot_like_tasks_trains_like_float32():
-    """Margin: the bfloat16 query cross-entropy after 40 meta-steps is within 0.1 nats of float32's."""
-    model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5, hidden=16), jnp.zeros((1, 28, 28, 1)))
+    """Margin: the bfloat16 query cross-entropy after 40 meta-steps is within 0.1 nats of float32's
+    (measured: 0.6080 and 0.6080, from 1.005 and 1.004). Conv-4's convolutions as patches (CPU's "auto")."""
+    model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5, hidden=16, conv="patches"), jnp.zeros((1, 28, 28, 1)))
     sample = jax.tree_util.Partial(omniglot_like_tasks)
     eval_tasks = omniglot_like_tasks(jax.random.key(9), 32)
     scores = {
@@ -110,7 +111,6 @@ def test_bfloat16_conv4_maml_on_omniglot_like_tasks_trains_like_float32():
         )
         for dtype in ("float32", "bfloat16")
     }
-    print(scores)
     after32, (before16, after16) = scores["float32"][1], scores["bfloat16"]
     assert after16 < 0.8 * before16, scores
     assert abs(after16 - after32) <= 0.1, scores
