@@ -321,7 +321,8 @@ def mamlpp(
             )
             return loss, TaskOutput(output.metrics, output.model_state._replace(step=state.step + 1))
         last_loss, values = query_metrics(loss_fn, metrics, predictions[-1], task.query_y)
-        losses = jnp.stack([loss_fn(predictions[i], task.query_y) for i in range(steps - 1)] + [last_loss])
+        earlier = jax.vmap(loss_fn, in_axes=(0, None))(predictions[:-1], task.query_y)  # traced once, any steps
+        losses = jnp.concatenate([earlier, last_loss[None]])
         loss = jnp.vdot(msl_weights(state.step, steps, msl_steps), losses)
         return loss, TaskOutput(values, MAMLPPState(combine(stats, rest), state.step + 1))
 
