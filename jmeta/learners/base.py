@@ -128,7 +128,7 @@ def gradient_inner_loop(
     ``first_order`` stops gradients through the inner gradients (first-order MAML). The steps are a rolled
     ``jax.lax.scan`` (compiling in seconds at any number of steps); ``remat`` checkpoints it in nested
     segments (``jmeta.learners.remat``), so that the memory of the meta-gradient grows like the logarithm
-    of ``steps`` instead of linearly, for ``levels + 1`` forward passes per step. The model state (e.g.
+    of ``steps`` instead of linearly, for one more forward pass per step and level of nesting. The model state (e.g.
     BatchNorm statistics) is read but not carried between inner steps.
     """
 
