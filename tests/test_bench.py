@@ -65,7 +65,9 @@ def test_memory_flag_prints_the_compiled_memory_last(capsys):
     assert cli.main("bench sinusoid-maml --inner-steps 3 --remat --memory".split()) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "inner_steps=3, remat" in lines[0]
-    assert lines[-1] == f"memory_bytes {bench.memory('sinusoid-maml', inner_steps=3, remat=True).total}"
+    parts = re.search(r"arguments (\d+), outputs (\d+) \(\d+ of them .*\), temporaries (\d+) bytes", lines[0])
+    assert re.fullmatch(r"memory_bytes \d+", lines[-1])
+    assert int(lines[-1].split()[1]) == sum(map(int, parts.groups())) > 0
 
 
 def test_step_flops_count_loop_bodies_per_trip_where_xla_counts_them_once():
