@@ -23,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.steps = 70_000
     config.seed = 0
     config.batching = "auto"
+    config.compute_dtype = "float32"  # or "bfloat16": the model's forward and backward passes
     config.log_every = 1000
     config.val_every = 10_000  # validation and checkpoint
     config.val_tasks = 1000  # selects the checkpoint to test: MSE over 100 tasks is too noisy for that

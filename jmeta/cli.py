@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py", "omniglot-maml": "peers_torch.py"}
+BENCH_WORKLOADS = ["omniglot-imaml", "omniglot-maml", "sinusoid-maml"]  # jmeta.bench.WORKLOADS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--query", help=".npy of query inputs, or a folder of images")
     predict.add_argument("--steps", type=int, help="inner steps (default: the most the run was meta-tested with)")
 
-    bench = commands.add_parser("bench", help="measure throughput; prints 'tasks/s N' (gmm-em: 'EM iterations/s N')")
-    bench.add_argument("name", choices=sorted([*PEER_SCRIPTS, "gmm-em"]), help="the workload")
+    bench = commands.add_parser(
+        "bench",
+        help="measure a meta-training step: tasks/s and FLOP utilisation ('tasks/s N' last), or with --memory "
+        "its compiled memory ('memory_bytes N' last); gmm-em: EM against scikit-learn ('EM iterations/s N' last)",
+    )
+    bench.add_argument("name", choices=sorted([*BENCH_WORKLOADS, "gmm-em"]), help="the workload")
     bench.add_argument(
-        "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot)"
+        "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot-maml)"
     )
     bench.add_argument("--batching", default="auto", help="auto, vmap, map, unroll or accumulate")
     bench.add_argument("--chunk-size", type=int, help="tasks per loop iteration for --batching map or accumulate")
@@ -91,6 +96,26 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="meta-steps fused into one compiled call, as `jmeta train` runs them (the last line; default: 100 "
         "for sinusoid, 1 for omniglot); the figure for one `trainer.step` call per meta-step is printed too",
+    )
+    bench.add_argument("--inner-steps", type=int, default=1, help="inner steps of the learner (default 1)")
+    bench.add_argument("--remat", action="store_true", help="checkpoint the inner loop (memory ~ log inner steps)")
+    bench.add_argument(
+        "--compute-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype of the model's forward and backward passes (parameters and losses stay float32)",
+    )
+    bench.add_argument(
+        "--conv",
+        default="auto",
+        choices=["auto", "xla", "patches"],
+        help="Conv-4's convolutions: XLA's, matrix products over patches, or auto (patches on CPU only)",
+    )
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="compile one meta-step and print XLA's compiled memory of it (arguments + outputs + temporaries) "
+        "as the last line, 'memory_bytes N', instead of timing it",
     )
     bench.add_argument(
         "--peer",
@@ -250,23 +275,52 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_gmm(args)
     from jmeta import bench
 
+    setting = {
+        "batching": args.batching,
+        "chunk_size": args.chunk_size,
+        "inner_steps": args.inner_steps,
+        "remat": args.remat,
+        "compute_dtype": args.compute_dtype,
+        "conv": args.conv,
+    }
+    described = (
+        f"batching={args.batching}{f' (chunks of {args.chunk_size})' if args.chunk_size else ''}, "
+        f"inner_steps={args.inner_steps}{', remat' if args.remat else ''}, compute_dtype={args.compute_dtype}, "
+        f"conv={args.conv}"
+    )
+    if args.memory:
+        if args.peer:
+            raise ValueError("--peer does not apply with --memory (the peers are timed, not compiled by XLA).")
+        used = bench.memory(args.name, **setting)
+        print(
+            f"jmeta {args.name}: {described}: one meta-step, compiled in {used.compile_s:.1f}s: arguments "
+            f"{used.argument}, outputs {used.output} ({used.alias} of them in donated argument buffers), "
+            f"temporaries {used.temp} bytes"
+        )
+        print(f"memory_bytes {used.total}")
+        return 0
     default_steps, default_per_call = bench.DEFAULTS[args.name]
     steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
+    if args.peer and args.name not in PEER_SCRIPTS:
+        raise ValueError(f"--peer needs a workload with a PyTorch peer ({', '.join(PEER_SCRIPTS)}); got {args.name}.")
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
-    results = [
-        bench.run(args.name, steps=steps, steps_per_call=k, batching=args.batching, chunk_size=args.chunk_size)
-        for k in sorted({1, per_call})
-    ]
+    results = [bench.run(args.name, steps=steps, steps_per_call=k, **setting) for k in sorted({1, per_call})]
+    peak = bench.measure_peak_flops()
     for result in results:
-        chunks = f" (chunks of {result.chunk_size})" if result.chunk_size else ""
         print(
-            f"jmeta {args.name}: batching={args.batching}{chunks}, {result.steps} meta-steps of "
-            f"{result.tasks_per_step} tasks, {result.steps_per_call} per call, in {result.run_s:.2f}s: "
-            f"tasks/s {result.tasks_per_s:.1f} (first call, with compilation: {result.compile_s:.2f}s)"
+            f"jmeta {args.name}: {described}, {result.steps} meta-steps of {result.tasks_per_step} tasks, "
+            f"{result.steps_per_call} per call, in {result.run_s:.2f}s: tasks/s {result.tasks_per_s:.1f} "
+            f"(first call, with compilation: {result.compile_s:.2f}s)"
         )
         for peer, tasks_per_s in peers.items():
             print(f"  jmeta / {peer} ({tasks_per_s:.1f} tasks/s) = {result.tasks_per_s / tasks_per_s:.1f}x")
-    print(f"tasks/s {results[-1].tasks_per_s:.1f}")
+    last = results[-1]
+    print(
+        f"FLOPs per meta-step {last.flops_per_step:.3g} (matrix products and convolutions, loop bodies counted "
+        f"per trip; XLA's cost analysis of the compiled call, loop bodies once: {last.xla_flops:.3g})"
+    )
+    print(f"FLOP/s {last.flops_per_s:.3g} = {100 * last.flops_per_s / peak:.1f}% of the measured peak {peak:.3g}")
+    print(f"tasks/s {last.tasks_per_s:.1f}")
     return 0
 
 
@@ -277,9 +331,20 @@ def _bench_gmm(args: argparse.Namespace) -> int:
     if args.name != "gmm-em" or set(args.peer) - {"sklearn"}:
         raise ValueError(f"--peer sklearn goes with gmm-em only, and gmm-em takes no other peer; got {args.name} "
                          f"with --peer {' '.join(args.peer)}.")
-    if args.batching != "auto" or args.chunk_size or args.steps_per_call:
-        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
-                         "--chunk-size or --steps-per-call.")
+    meta_step_flags = (
+        args.batching != "auto",
+        args.chunk_size,
+        args.steps_per_call,
+        args.inner_steps != 1,
+        args.remat,
+        args.memory,
+        args.compute_dtype != "float32",
+        args.conv != "auto",
+    )
+    if any(meta_step_flags):
+        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not the meta-step options "
+                         "(--batching, --chunk-size, --steps-per-call, --inner-steps, --remat, --memory, "
+                         "--compute-dtype, --conv).")
     print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
     return 0
 

@@ -28,7 +28,7 @@ from jmeta.evaluation import BATCH_NORM_MODES
 from jmeta.learners import Learner
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP, Conv4
-from jmeta.nn import Model, from_linen
+from jmeta.nn import Model, from_linen, with_compute_dtype
 from jmeta.tasks import SinusoidSampler, Task
 from jmeta.validation import one_of, positive_float, positive_int
 
@@ -145,7 +145,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def build_learner(config: ml_collections.ConfigDict, family: TaskFamily) -> LearnerBuild:
     """The model, learner and meta-optimiser of a checked ``config``; only ``family``'s loss, metrics and
     example input are used (see :func:`family_without_data`)."""
-    model = MODELS[config.model](config, family)
+    # compute_dtype: the dtype of the model's passes (float32 or bfloat16); absent from older run configs.
+    model = with_compute_dtype(MODELS[config.model](config, family), config.get("compute_dtype", "float32"))
     return LEARNERS[config.learner](config, model, family)
 
 
@@ -266,7 +267,7 @@ def few_shot_config(task: str, learner: str, *, ways: int, shots: int) -> ml_col
     config.eval_shots, config.eval_queries = shots, shots
     config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (3,)
     config.meta_batch, config.meta_lr, config.steps, config.seed = 32, 1e-3, 60_000, 0
-    config.batching = "auto"
+    config.batching, config.compute_dtype = "auto", "float32"
     config.log_every, config.val_every, config.val_tasks, config.val_metric = 100, 1000, 100, "accuracy"
     config.eval_tasks = 600
     config.published, config.published_source = {}, ""

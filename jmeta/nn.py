@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import linen, nnx
 
 from jmeta.batch_norm import linen_apply
@@ -135,3 +136,68 @@ def from_nnx(module: nnx.Module) -> Model:
         return y, new_state
 
     return Model(init, apply)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def with_compute_dtype(model: Model, compute_dtype: str = "float32") -> Model:
+    """A model whose forward pass (and so its backward pass) runs in ``compute_dtype``, for mixed precision.
+
+    ``apply`` casts the floating-point parameters and input to ``compute_dtype``, runs the model, and casts
+    its floating-point outputs and new state back to float32. Everything kept between passes stays float32:
+    the parameters a learner adapts and meta-learns, optimiser states, losses and softmax (computed by the
+    loss on the float32 outputs), and the model state as given (Flax's BatchNorm computes its batch
+    statistics in float32 from bfloat16 activations and normalises in float32, then casts to the dtype of
+    its input and parameters). Gradients come back float32 through the casts. ``init`` is unchanged.
+
+    Args:
+      model: a ``Model``.
+      compute_dtype: ``"float32"`` (the model is returned as it is) or ``"bfloat16"``.
+
+    Returns:
+      A ``Model``.
+
+    Raises:
+      ValueError: ``compute_dtype`` is not one of ``COMPUTE_DTYPES``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jmeta.models import MLP
+        >>> model = with_compute_dtype(from_linen(MLP((8, 1)), jnp.zeros((1, 1))), "bfloat16")
+        >>> params, state = model.init(jax.random.key(0))
+        >>> y, _ = model.apply(params, state, jnp.ones((4, 1)))
+        >>> params["Dense_0"]["kernel"].dtype, y.dtype
+        (dtype('float32'), dtype('float32'))
+    """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {', '.join(map(repr, COMPUTE_DTYPES))}; got {compute_dtype!r}.")
+    if compute_dtype == "float32":
+        return model
+    dtype = jnp.dtype(compute_dtype)
+
+    def apply(params: PyTree, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+        out = model.apply(cast_floating(params, dtype), state, cast_floating(x, dtype))
+        return cast_floating(out, jnp.float32)
+
+    return Model(model.init, apply)
+
+
+def cast_floating(tree: PyTree, dtype: Any) -> PyTree:
+    """``tree`` with its floating-point array leaves cast to ``dtype`` (other leaves unchanged).
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> cast = cast_floating({"w": jnp.ones(2), "n": jnp.arange(2)}, jnp.bfloat16)
+        >>> cast["w"].dtype, cast["n"].dtype
+        (dtype(bfloat16), dtype('int32'))
+    """
+
+    def cast(leaf: Any) -> Any:
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.astype(dtype)
+        return leaf
+
+    return jax.tree.map(cast, tree)

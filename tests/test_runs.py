@@ -206,7 +206,7 @@ def test_a_changed_config_error_shows_old_and_new_values(tmp_path):
 def test_the_ways_error_names_the_split_it_counted(tmp_path, override, split):
     config_path = tmp_path / "digits_protonet.py"
     config_path.write_text(DIGITS_PROTONET)
-    message = rf"^digits {split} classes: ways must be at most the number of classes in the dataset \(5\)"
+    message = rf"^ways must be at most the number of classes in digits's {split} split \(its default split\) \(5\)"
     with pytest.raises(ValueError, match=message):
         build(load_config(config_path, [override]))
 

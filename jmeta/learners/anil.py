@@ -47,7 +47,7 @@ from jmeta.learners.common import (
     query_pass,
     select,
 )
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
@@ -63,6 +63,7 @@ def anil(
     first_order: bool = False,
     remat: bool = False,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """ANIL: MAML whose inner loop adapts only the parameters that ``head`` selects.
 
@@ -76,8 +77,11 @@ def anil(
       steps: inner steps during meta-training (``adapt`` and ``task_loss`` accept a per-call override).
       inner_optimizer: any optax transformation for the head's inner loop.
       first_order: drop second-order terms.
-      remat: rematerialise each inner step to bound memory in ``steps``.
+      remat: checkpoint the inner loop in nested segments (``jmeta.learners.remat``): memory grows like
+        ``log(steps)``, not linearly.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set.
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner`` over plain model parameters.
@@ -88,7 +92,7 @@ def anil(
         >>> model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5), jnp.zeros((1, 28, 28, 1)))
         >>> learner = jmeta.learners.anil(model, jmeta.losses.cross_entropy, lambda p: p[0] == "head", 0.1, 10)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     default_steps = positive_int("steps", steps)
     optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
     first_order, remat = check_bool("first_order", first_order), check_bool("remat", remat)

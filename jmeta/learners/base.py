@@ -29,6 +29,7 @@ import optax
 
 from jmeta.learners.safe_optimizer import safe_derivatives
 from jmeta.losses import check_labels
+from jmeta.learners.remat import scan_steps
 from jmeta.nn import ApplyFn, PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
@@ -130,9 +131,11 @@ def gradient_inner_loop(
     """Builds ``run(params, state, x, y, steps) -> adapted params``: ``steps`` optimiser steps on the
     support loss, traced so that ``jax.grad`` differentiates through them.
 
-    ``first_order`` stops gradients through the inner gradients (first-order MAML). ``remat`` wraps each
-    step in ``jax.checkpoint`` and keeps the loop rolled, so memory stays flat in the number of steps.
-    The model state (e.g. BatchNorm statistics) is read but not carried between inner steps.
+    ``first_order`` stops gradients through the inner gradients (first-order MAML). The steps are a rolled
+    ``jax.lax.scan`` (compiling in seconds at any number of steps); ``remat`` checkpoints it in nested
+    segments (``jmeta.learners.remat``), so that the memory of the meta-gradient grows like the logarithm
+    of ``steps`` instead of linearly, for one more forward pass per step and level of nesting. The model state (e.g.
+    BatchNorm statistics) is read but not carried between inner steps.
     """
 
     def support_loss(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -151,10 +154,7 @@ def gradient_inner_loop(
 
         if steps == 0:
             return params
-        body = jax.checkpoint(step) if remat else step
-        (params, _), _ = jax.lax.scan(
-            body, (params, optimizer.init(params)), length=steps, unroll=1 if remat else steps
-        )
+        (params, _), _ = scan_steps(step, (params, optimizer.init(params)), None, steps, remat=remat)
         return params
 
     return run

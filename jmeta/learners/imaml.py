@@ -47,7 +47,7 @@ from jmeta.learners.base import (
     steps_or_default,
 )
 from jmeta.learners.common import query_pass
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
@@ -77,6 +77,7 @@ def imaml(
     cg_steps: int = 5,
     inner_optimizer: optax.GradientTransformation | None = None,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """Implicit MAML: a proximally regularised inner loop and the implicit meta-gradient by conjugate gradients.
 
@@ -91,6 +92,8 @@ def imaml(
       inner_optimizer: any optax transformation for the inner loop; it receives the support gradient
         plus the proximal gradient.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set.
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner`` over plain model parameters.
@@ -101,7 +104,7 @@ def imaml(
         >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
         >>> learner = jmeta.learners.imaml(model, jmeta.losses.mse, inner_optimizer=optax.adam(1e-2), lam=2.0)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     default_steps = positive_int("steps", steps)
     optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
     lam = positive_float("lam", lam)
@@ -114,8 +117,8 @@ def imaml(
 
     def inner_loop(theta: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int) -> PyTree:
         regularised = optax.chain(proximal(theta, lam), optimizer)
-        # Never differentiated: remat=True only keeps the loop rolled (fast to compile for many steps).
-        run = gradient_inner_loop(model.apply, loss_fn, regularised, first_order=True, remat=True)
+        # Never differentiated (the custom VJP below replaces it), so nothing to rematerialise.
+        run = gradient_inner_loop(model.apply, loss_fn, regularised, first_order=True, remat=False)
         return run(theta, state, x, y, steps)
 
     def implicit_adaptation(steps: int) -> Any:

@@ -35,7 +35,7 @@ from jmeta.learners.base import (
     resolve_inner_optimizer,
     steps_or_default,
 )
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
@@ -50,6 +50,7 @@ def maml(
     first_order: bool = False,
     remat: bool = False,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """Model-Agnostic Meta-Learning.
 
@@ -60,8 +61,11 @@ def maml(
       steps: inner steps during meta-training (``adapt`` and ``task_loss`` accept a per-call override).
       inner_optimizer: any optax transformation for the inner loop; its update is differentiated through.
       first_order: drop second-order terms (first-order MAML).
-      remat: rematerialise each inner step (``jax.checkpoint``) to bound memory in ``steps``.
+      remat: checkpoint the inner loop in nested segments (``jmeta.learners.remat``): the meta-gradient's
+        memory grows like ``log(steps)``, not linearly, for a few more forward passes.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set (e.g. accuracy).
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner``.
@@ -72,7 +76,7 @@ def maml(
         >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
         >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01, steps=5, first_order=True)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     default_steps = positive_int("steps", steps)
     optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
     metrics = dict(metrics or {})

@@ -87,7 +87,8 @@ from jmeta.learners.common import (
     query_pass,
     select,
 )
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.learners.remat import scan_steps
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
@@ -177,7 +178,9 @@ def mamlpp(
     bnwb: bool = False,
     bnrs: bool = False,
     batch_norm: PathPredicate = is_batch_norm,
+    remat: bool = False,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """MAML++ (see the module docstring for each part and for how training progress is carried).
 
@@ -194,7 +197,11 @@ def mamlpp(
       bnwb: per-step BatchNorm weights and biases (the model must have BatchNorm parameters).
       bnrs: per-step BatchNorm running statistics (the model state must have BatchNorm statistics).
       batch_norm: ``batch_norm(path) -> bool``, which parameter and state paths are BatchNorm's.
+      remat: checkpoint the inner loop in nested segments (``jmeta.learners.remat``): the meta-gradient's
+        memory grows like ``log(steps)``, not linearly.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set after the last step.
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner``: ``init`` gives ``(MAMLPPParams, MAMLPPState)``, ``adapt`` ``MAMLPPAdapted``.
@@ -208,12 +215,13 @@ def mamlpp(
         >>> learner = jmeta.learners.mamlpp(model, jmeta.losses.cross_entropy, 0.1, 5, msl_steps=10_000,
         ...                                 first_order_steps=5_000, bnwb=True, bnrs=True)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     inner_lr = positive_float("inner_lr", inner_lr)
     num_steps = positive_int("steps", steps)
     msl_steps = positive_int("msl_steps", msl_steps, allow_zero=True)
     first_order_steps = positive_int("first_order_steps", first_order_steps, allow_zero=True)
     lslr, bnwb, bnrs = check_bool("lslr", lslr), check_bool("bnwb", bnwb), check_bool("bnrs", bnrs)
+    remat = check_bool("remat", remat)
     if not callable(batch_norm):
         raise TypeError(f"batch_norm must be a predicate over paths, batch_norm(path) -> bool; got {batch_norm!r}.")
     metrics = dict(metrics or {})
@@ -278,7 +286,7 @@ def mamlpp(
 
         if steps == 0:
             return fast, stats, rest, None
-        (fast, stats, rest), predictions = jax.lax.scan(step, (fast, stats, rest), jnp.arange(steps), unroll=steps)
+        (fast, stats, rest), predictions = scan_steps(step, (fast, stats, rest), jnp.arange(steps), steps, remat=remat)
         return fast, stats, rest, predictions
 
     def adapt(
@@ -313,7 +321,8 @@ def mamlpp(
             )
             return loss, TaskOutput(output.metrics, output.model_state._replace(step=state.step + 1))
         last_loss, values = query_metrics(loss_fn, metrics, predictions[-1], task.query_y)
-        losses = jnp.stack([loss_fn(predictions[i], task.query_y) for i in range(steps - 1)] + [last_loss])
+        earlier = jax.vmap(loss_fn, in_axes=(0, None))(predictions[:-1], task.query_y)  # traced once, any steps
+        losses = jnp.concatenate([earlier, last_loss[None]])
         loss = jnp.vdot(msl_weights(state.step, steps, msl_steps), losses)
         return loss, TaskOutput(values, MAMLPPState(combine(stats, rest), state.step + 1))
 

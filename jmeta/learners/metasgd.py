@@ -28,7 +28,7 @@ import optax
 
 from jmeta.learners.base import Learner, LossFn, TaskOutput, gradient_inner_loop, steps_or_default
 from jmeta.learners.common import check_bool, query_pass
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
@@ -63,6 +63,7 @@ def metasgd(
     first_order: bool = False,
     remat: bool = False,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """Meta-SGD: MAML with a meta-learned learning rate for every parameter entry.
 
@@ -73,8 +74,11 @@ def metasgd(
       steps: inner steps during meta-training (``adapt`` and ``task_loss`` accept a per-call override);
         the paper uses one.
       first_order: drop the second-order terms (the rates are still learned through the last step).
-      remat: rematerialise each inner step to bound memory in ``steps``.
+      remat: checkpoint the inner loop in nested segments (``jmeta.learners.remat``): memory grows like
+        ``log(steps)``, not linearly.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set.
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner`` whose meta-parameters are ``MetaSGDParams(params, lrs)``.
@@ -85,7 +89,7 @@ def metasgd(
         >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
         >>> learner = jmeta.learners.metasgd(model, jmeta.losses.mse, inner_lr=0.01, first_order=True)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     inner_lr = positive_float("inner_lr", inner_lr)
     default_steps = positive_int("steps", steps)
     first_order, remat = check_bool("first_order", first_order), check_bool("remat", remat)

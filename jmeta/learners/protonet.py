@@ -45,7 +45,7 @@ from jmeta import losses
 from jmeta.learners.base import Learner, LossFn, TaskOutput, call_apply, steps_or_default
 from jmeta.learners.common import query_pass
 from jmeta.losses import check_labels
-from jmeta.nn import Model, PyTree, check_model
+from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
@@ -109,6 +109,7 @@ def protonet(
     loss_fn: LossFn = losses.cross_entropy,
     *,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """Prototypical Networks over the embedding ``model``.
 
@@ -117,6 +118,8 @@ def protonet(
       ways: the largest number of classes of a task (static); tasks with fewer are fine (module docstring).
       loss_fn: ``loss_fn(logits, labels) -> scalar`` on the query set; softmax cross-entropy by default.
       metrics: extra ``name -> fn(logits, labels)`` reported on the query set (e.g. accuracy).
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner``: meta-parameters are the embedding parameters; ``adapt`` returns ``Prototypes``.
@@ -127,7 +130,7 @@ def protonet(
         >>> model = jmeta.from_linen(jmeta.models.MLP((64, 64)), jnp.zeros((1, 4)))
         >>> learner = jmeta.learners.protonet(model, ways=20)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     ways = positive_int("ways", ways)
     metrics = dict(metrics or {})
 

@@ -55,7 +55,7 @@ from jmeta.learners.base import (
     steps_or_default,
 )
 from jmeta.learners.common import check_bool, non_negative_float, query_pass
-from jmeta.nn import ApplyFn, Model, PyTree, check_model
+from jmeta.nn import ApplyFn, Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
@@ -69,6 +69,7 @@ def reptile(
     inner_optimizer: optax.GradientTransformation | None = None,
     transductive: bool = True,
     metrics: Mapping[str, LossFn] | None = None,
+    compute_dtype: str = "float32",
 ) -> Learner:
     """Reptile, as a learner for ``jmeta.meta_trainer`` (see the module docstring for the surrogate loss).
 
@@ -83,6 +84,8 @@ def reptile(
         support set only (see the module docstring). Only ``task_loss`` is affected; ``predict`` is
         the model's ``apply`` (transductive), and ``predict_non_transductive`` is the other one.
       metrics: extra ``name -> fn(predictions, targets)`` reported on the query set.
+      compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's forward and backward passes
+        (``jmeta.nn.with_compute_dtype``); parameters, optimiser states and losses stay float32.
 
     Returns:
       A ``jmeta.Learner`` over plain model parameters.
@@ -93,15 +96,15 @@ def reptile(
         >>> model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1)), jnp.zeros((1, 1)))
         >>> learner = jmeta.learners.reptile(model, jmeta.losses.mse, inner_optimizer=optax.sgd(0.02), steps=32)
     """
-    model = check_model(model)
+    model = with_compute_dtype(check_model(model), compute_dtype)
     default_steps = positive_int("steps", steps)
     optimizer = resolve_inner_optimizer(
         inner_lr, inner_optimizer, from_lr=lambda lr: optax.adam(lr, b1=0.0), described="Adam with beta1=0"
     )
     transductive = check_bool("transductive", transductive)
     metrics = dict(metrics or {})
-    # Never differentiated: remat=True only keeps the loop rolled (fast to compile for many steps).
-    run_inner_loop = gradient_inner_loop(model.apply, loss_fn, optimizer, first_order=True, remat=True)
+    # Never differentiated, so nothing to rematerialise.
+    run_inner_loop = gradient_inner_loop(model.apply, loss_fn, optimizer, first_order=True, remat=False)
 
     def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> PyTree:
         return run_inner_loop(params, state, x, y, steps_or_default(steps, default_steps))
