@@ -27,9 +27,9 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import optax
 
+from jmeta.learners.remat import scan_steps
 from jmeta.learners.safe_optimizer import safe_derivatives
 from jmeta.losses import check_labels
-from jmeta.learners.remat import scan_steps
 from jmeta.nn import ApplyFn, PyTree
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
