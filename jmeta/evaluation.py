@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from jmeta import batching
+from jmeta import batching, parallel
 from jmeta.learners.base import Learner
 from jmeta.nn import PyTree
 from jmeta.tasks.task import Task
@@ -69,6 +70,7 @@ def evaluate(
     steps: Sequence[int] = (1, 5, 10),
     batch_size: int = 100,
     batching_strategy: str = "auto",
+    mesh: Mesh | None = None,
 ) -> dict[int, dict[str, Estimate]]:
     """Adapts to ``num_tasks`` fresh tasks and reports every query metric after each inner-step count.
 
@@ -77,7 +79,9 @@ def evaluate(
     sampling function as an argument, so its data are not baked in). They are evaluated ``batch_size`` at a
     time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
-    periodic validation) does not recompile.
+    periodic validation) does not recompile. With a ``mesh`` (``jmeta.parallel.task_mesh``), each batch is
+    split over its devices (padded with repeats of its first tasks, whose results are dropped), so the tasks
+    and estimates do not depend on the number of devices.
     """
     num_tasks = positive_int("num_tasks", num_tasks)
     batch_size = positive_int("batch_size", batch_size)
@@ -85,24 +89,31 @@ def evaluate(
         raise ValueError(f"num_tasks must be at least 2 for a confidence interval; got {num_tasks}.")
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
-    metrics_of = _compiled_metrics(learner, steps, batching_strategy)
+    metrics_of = _compiled_metrics(learner, steps, batching_strategy, mesh)
+    if mesh is not None:
+        params, model_state = parallel.replicate((params, model_state), mesh)
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
-        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
+        count = min(batch_size, num_tasks - start)
+        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), count)
+        if mesh is not None:
+            tasks = parallel.shard_tasks(parallel.pad_tasks(tasks, mesh.size), mesh)
         for k, by_name in metrics_of(params, model_state, tasks).items():
             for name, values in by_name.items():
-                collected[k].setdefault(name, []).append(np.asarray(values))
+                collected[k].setdefault(name, []).append(np.asarray(values)[:count])
     return {k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()} for k, by_name in collected.items()}
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str) -> Callable[..., Any]:
-    """One jitted program: per-task query metrics after each inner-step count."""
+def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str, mesh: Mesh | None) -> Callable[..., Any]:
+    """One jitted program: per-task query metrics after each inner-step count (gathered on every device
+    of ``mesh``, so that every process can read them)."""
 
     def per_task(params: PyTree, model_state: PyTree, task: Task) -> dict[int, dict[str, jax.Array]]:
         return {k: learner.task_loss(params, model_state, task, steps=k)[1].metrics for k in steps}
 
-    return jax.jit(batching.over_tasks(per_task, strategy))
+    gathered = None if mesh is None else parallel.replicated(mesh)
+    return jax.jit(batching.over_tasks(per_task, strategy), out_shardings=gathered)
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -8,6 +8,10 @@ Running the same command again on a workdir resumes from its latest checkpoint a
 metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
 so the sampler's state is its key, saved with the parameters and optimiser state.
 
+Every local device is used (config key ``devices``: how many per process, 0 = all), and every process
+of a ``jax.distributed`` run (``jmeta.distributed``): each step's tasks are sampled from the same key
+whatever the device count and split over one mesh, the state is replicated; only process 0 writes files.
+
 Example::
 
     >>> from jmeta.experiment import load_config
@@ -31,13 +35,16 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from jmeta import parallel
 from jmeta.checkpoint import Checkpoints
+from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
 from jmeta.evaluation import evaluate
 from jmeta.experiment import Experiment, build, describe
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
-RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps")
+# ``devices`` changes only the order of floating-point sums.
+RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "devices")
 
 
 class NonFiniteError(FloatingPointError):
@@ -58,6 +65,11 @@ def run_keys(seed: int) -> RunKeys:
     return RunKeys(*jax.random.split(jax.random.key(seed), 5))
 
 
+def run_mesh_of(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The devices a run uses: ``config.devices`` per process (0 or absent: all) of every process."""
+    return run_mesh(config.get("devices", 0))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
     the best-by-validation parameters and writes the outputs to ``workdir``.
@@ -69,6 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
         return run_program(config, Path(workdir))
     experiment = build(config)
+    check_meta_batch(config.meta_batch, run_mesh_of(config))
     workdir = prepare_workdir(workdir, config)
     _, best, keys = meta_train_workdir(config, experiment, workdir)
     return finish(config, experiment, best, keys, workdir)
@@ -80,7 +93,8 @@ def opened_run(
 ) -> Iterator[tuple[MetaTrainer, RunKeys, Checkpoints]]:
     """The trainer, keys and checkpoints of the run in ``workdir``; the checkpoints are closed on exit."""
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
+    sharding = parallel.replicated(run_mesh_of(config))
+    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, sharding=sharding)
     try:
         yield trainer, run_keys(config.seed), checkpoints
     finally:
@@ -102,17 +116,19 @@ def meta_train_workdir(
 def evaluate_workdir(workdir: str | Path, overrides: list[str] = (), *, best: bool = True) -> dict[str, Any]:
     """Meta-tests the best (or latest) checkpoint of a finished or running workdir again.
 
-    Only evaluation keys (``eval_tasks``, ``eval_steps``) may be overridden.
+    Only evaluation keys (``eval_tasks``, ``eval_steps``) and ``devices`` may be overridden.
     """
-    from jmeta.experiment import apply_override
+    from jmeta.experiment import apply_override, apply_run_defaults
 
     workdir = Path(workdir)
     if not (workdir / "config.json").is_file():
         raise FileNotFoundError(f"{workdir / 'config.json'} not found: is {str(workdir)!r} a `jmeta train` workdir?")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = apply_run_defaults(ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text())))
     for override in overrides:
-        if override.partition("=")[0] not in ("eval_tasks", "eval_steps"):
-            raise ValueError(f"jmeta eval only takes eval_tasks=... and eval_steps=... overrides; got {override!r}.")
+        if override.partition("=")[0] not in ("eval_tasks", "eval_steps", "devices"):
+            raise ValueError(
+                f"jmeta eval only takes eval_tasks=..., eval_steps=... and devices=... overrides; got {override!r}."
+            )
         apply_override(config, override)
     experiment = build(config)
     with opened_run(config, experiment, workdir) as (trainer, keys, checkpoints):
@@ -125,6 +141,8 @@ def finish(
 ) -> dict[str, Any]:
     """Meta-tests ``state``, writes ``results.json`` (and the sinusoid figure); returns the results."""
     results = meta_test(config, experiment, state, keys.test)
+    if not is_main_process():
+        return results
     write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     if config.task == "sinusoid":
         from jmeta.plotting import plot_sinusoid_adaptation
@@ -144,7 +162,8 @@ def finish(
 def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
     """Creates ``workdir`` with ``config.json``, or checks that an existing run there has the same config."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        workdir.mkdir(parents=True, exist_ok=True)
     saved_path, current = workdir / "config.json", describe(config)
     if saved_path.exists():
         saved = json.loads(saved_path.read_text())
@@ -154,7 +173,8 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
                 f"workdir {str(workdir)!r} holds a run with a different config (keys {changed} differ); use a "
                 f"new --workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
             )
-    write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
+    if is_main_process():
+        write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
     return workdir
 
 
@@ -182,28 +202,39 @@ def meta_train(
     workdir: Path,
 ) -> TrainState:
     """Runs meta-steps until ``config.steps``, ``config.log_every`` per compiled call; validates and
-    checkpoints every ``config.val_every`` steps and at the end."""
+    checkpoints every ``config.val_every`` steps and at the end. Each step's tasks are split over the
+    run's mesh; only the main process writes the metrics."""
     from tensorboardX import SummaryWriter
+
+    mesh, main = run_mesh_of(config), is_main_process()
 
     def scan_steps(state: TrainState, sampler: Any, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
             tasks = sampler(jax.random.fold_in(keys.train, state.step), config.meta_batch)
-            return trainer.update(state, tasks)
+            return trainer.update(state, parallel.constrain_tasks(tasks, mesh))
 
         return jax.lax.scan(one_step, state, length=count)
 
-    run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0)
+    run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    state, sampler = parallel.replicate((state, experiment.family.sample_train), mesh)
     metrics_path = workdir / "metrics.jsonl"
-    keep_metrics_until(metrics_path, int(state.step))
+    if main:
+        keep_metrics_until(metrics_path, int(state.step))
     with (
-        open(metrics_path, "a") as log,
-        SummaryWriter(str(workdir / "tensorboard")) as board,
-        tqdm(total=config.steps, initial=min(int(state.step), config.steps), desc="meta-train", unit="step") as bar,
+        open(metrics_path if main else os.devnull, "a") as log,
+        SummaryWriter(str(workdir / "tensorboard"), write_to_disk=main) as board,
+        tqdm(
+            total=config.steps,
+            initial=min(int(state.step), config.steps),
+            desc="meta-train",
+            unit="step",
+            disable=not main,
+        ) as bar,
     ):
         while (done := int(state.step)) < config.steps:
             count = min(config.log_every, config.steps - done)
             start = time.perf_counter()
-            state, metrics = run_steps(state, experiment.family.sample_train, count)
+            state, metrics = run_steps(state, sampler, count)
             record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
             record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
             checkpoint_now = record["step"] % config.val_every == 0 or record["step"] == config.steps
@@ -252,6 +283,7 @@ def validate(
         num_tasks=config.val_tasks,
         steps=(steps,),
         batching_strategy=config.batching,
+        mesh=run_mesh_of(config),
     )[steps]
     return {f"val_{name}": estimate.mean for name, estimate in estimates.items()}
 
@@ -282,6 +314,7 @@ def meta_test(
         num_tasks=config.eval_tasks,
         steps=config.eval_steps,
         batching_strategy=config.batching,
+        mesh=run_mesh_of(config),
     )
     return {
         "protocol": {
@@ -296,6 +329,8 @@ def meta_test(
             "checkpoint": f"best by validation {config.val_metric} ({config.val_tasks} tasks), step {int(state.step)}",
             "ci": "95%, 1.96 * std / sqrt(tasks)",
             "seed": config.seed,
+            "devices": run_mesh_of(config).size,
+            "processes": jax.process_count(),
         },
         "results": {str(k): {name: e._asdict() for name, e in by_metric.items()} for k, by_metric in estimates.items()},
         "published": dict(config.published),
