@@ -25,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jmeta.meta_trainer import TrainState
+from jmeta.parallel import put
 
 HIGHER_IS_BETTER = ("accuracy",)
 
@@ -98,7 +99,7 @@ class Checkpoints:
         return item["state"], jax.random.wrap_key_data(item["sampler_key"])
 
     def _placed(self, item: dict[str, Any]) -> dict[str, Any]:
-        return item if self.sharding is None else jax.device_put(item, self.sharding)
+        return item if self.sharding is None else put(item, self.sharding)
 
     def close(self) -> None:
         self.latest.close()

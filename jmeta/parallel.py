@@ -53,7 +53,7 @@ def shard_tasks(tasks: Any, mesh: Mesh) -> Any:
             f"the number of tasks ({count}) must be a multiple of the number of devices ({mesh.size}) to "
             f"shard them evenly; use a meta-batch of {' or '.join(map(str, nearest_multiples(count, mesh.size)))}."
         )
-    return jax.device_put(tasks, task_sharding(mesh))
+    return put(tasks, task_sharding(mesh))
 
 
 def pad_tasks(tasks: Any, multiple: int) -> Any:
@@ -91,4 +91,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree (parameters, optimiser state) whole on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    return put(tree, replicated(mesh))
+
+
+def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """``jax.device_put``; across processes, each process's part of the (same, global) value is copied
+    from the host, as ``jax.device_put`` mis-builds such arrays when a process has a single device (jax 0.10)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def global_array(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(global_array, tree)
