@@ -58,13 +58,13 @@ def _results(workdir: Path) -> dict:
 
 
 def test_two_processes_give_the_run_of_one_process_with_two_devices(tmp_path):
-    overrides = ["steps=200", *RUN]
+    overrides = ["steps=100", *RUN]
     reference = _train(tmp_path / "one", overrides, 2)
     pair = _two_processes(tmp_path / "two", overrides)
     outputs = _finish(reference, *pair)
-    assert "protocol:" in outputs[1] and outputs[2] == "", "only process 0 prints the results"
+    assert "protocol:" in outputs[1] and "protocol:" not in outputs[2], "only process 0 prints the results"
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
-    assert [r["step"] for r in one] == [r["step"] for r in two] == [100, 200]
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [100]
     for a, b in zip(one, two, strict=True):
         np.testing.assert_allclose([b[k] for k in a], [a[k] for k in a], rtol=1e-5)
     results = [_results(tmp_path / name) for name in ("one", "two")]
@@ -82,7 +82,7 @@ def test_two_processes_give_the_run_of_one_process_with_two_devices(tmp_path):
 
 @pytest.mark.slow
 def test_both_processes_killed_and_restarted_resume_the_uninterrupted_run(tmp_path):
-    overrides = ["steps=1500", *RUN]
+    overrides = ["steps=600", *RUN]
     reference = _two_processes(tmp_path / "reference", overrides)
     interrupted = _two_processes(tmp_path / "interrupted", overrides)
     latest = tmp_path / "interrupted" / "checkpoints" / "latest"
@@ -96,7 +96,7 @@ def test_both_processes_killed_and_restarted_resume_the_uninterrupted_run(tmp_pa
     for process in interrupted:
         process.wait()
     assert not (tmp_path / "interrupted" / "results.json").exists(), "the run finished before it was killed"
-    assert max(r["step"] for r in _metrics(tmp_path / "interrupted")) < 1500
+    assert max(r["step"] for r in _metrics(tmp_path / "interrupted")) < 600
 
     _finish(*reference, *_two_processes(tmp_path / "interrupted", overrides))
     assert _metrics(tmp_path / "interrupted") == _metrics(tmp_path / "reference")
