@@ -19,8 +19,8 @@ run=(-m jmeta.cli train experiments/sinusoid_maml.py "steps=$steps" log_every=50
 
 rate() {  # mean tasks/s of the blocks after the first
   "$python" -c 'import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])][1:]
-print(f"{sum(r[\"tasks_per_s\"] for r in rows) / len(rows):.0f}")' "$1/metrics.jsonl"
+rates = [json.loads(line)["tasks_per_s"] for line in open(sys.argv[1])][1:]
+print(round(sum(rates) / len(rates)))' "$1/metrics.jsonl"
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
