@@ -29,14 +29,29 @@ class Clock:
     """The check's time budget."""
 
     def __init__(self, minutes: float):
+        self.reset(minutes)
+
+    def reset(self, minutes: float) -> Clock:
         self.start = time.monotonic()
         self.deadline = self.start + 60 * minutes
+        return self
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+CLOCK = Clock(8.0)
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess:
+    """Runs a command from the repository root, stopped when the check's time is up."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=max(5.0, CLOCK.left()))
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, 124, "", "stopped: the check's time is up")
 
 
 def main() -> int:
@@ -48,7 +63,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where the Omniglot run is written (default: a temporary one)")
     args = parser.parse_args()
     small = os.environ.get("GPU_CHECK_SMALL") == "1"
-    clock = Clock(args.minutes)
+    clock = CLOCK.reset(args.minutes)
     print(environment(), flush=True)
     flags = bench_flags()
     perf_flags = ("--compute-dtype", "--conv", "--memory", "--inner-steps", "--remat")
@@ -132,7 +147,7 @@ def jmeta_bench(name: str, options: list[str], keep: tuple[str, ...]) -> list[st
     """Runs `jmeta bench NAME OPTIONS`, prints the command and its lines that start with ``keep``."""
     command = ["jmeta", "bench", name, *options]
     print(f"$ {' '.join(command)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "jmeta.cli", *command[1:]], capture_output=True, text=True, cwd=REPO)
+    done = run([sys.executable, "-m", "jmeta.cli", *command[1:]])
     if done.returncode:
         print(f"  failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
         return []
@@ -155,7 +170,7 @@ def run_peer(name: str, peer: str, peers_dir: Path | None, l2l_src: Path | None,
     command = [python, str(REPO / "benchmarks" / "cuda_peers.py"), name, peer, "--peers-dir", str(peers_dir)]
     command += ["--l2l-src", str(l2l_src), *steps]
     print(f"$ {' '.join(command)}", flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    done = run(command)
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines or not lines[-1].startswith("tasks/s "):
         print(f"  failed (exit {done.returncode}): {done.stderr.strip()[-800:]}")
@@ -197,7 +212,7 @@ def train_omniglot(data_dir: Path, workdir: Path, clock: Clock, small: bool) -> 
 def run_train(config: str, workdir: Path, overrides: list[str], show: bool = False) -> bool:
     command = ["jmeta", "train", config, "--workdir", str(workdir), *overrides]
     print(f"$ {' '.join(command)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "jmeta.cli", *command[1:]], capture_output=True, text=True, cwd=REPO)
+    done = run([sys.executable, "-m", "jmeta.cli", *command[1:]])
     if done.returncode:
         print(f"  failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")
         return False
