@@ -1,9 +1,12 @@
 """Checkpoints of a meta-training run with Orbax: the latest ones to resume from, and the best by validation.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed during
-a write leaves the previous checkpoints readable. What is saved is everything the run depends on: the
-``TrainState`` (step, parameters, model state, optimiser state) and the task sampler's state, which for
-jmeta's on-device samplers is its PRNG key (the tasks of step ``i`` are drawn from ``fold_in(key, i)``).
+a write leaves the previous checkpoints readable. In a multi-process run (``jax.distributed``) every
+process calls ``save`` and ``restore`` with the same values, as Orbax requires: each writes its part of the
+arrays, process 0 the metadata, and restored arrays are placed with the given ``sharding``. What is saved
+is everything the run depends on: the ``TrainState`` (step, parameters, model state, optimiser state)
+and the task sampler's state, which for jmeta's on-device samplers is its PRNG key (the tasks of step
+``i`` are drawn from ``fold_in(key, i)``).
 
 Example::
 
@@ -27,6 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jmeta.meta_trainer import TrainState
+from jmeta.parallel import put
 
 HIGHER_IS_BETTER = ("accuracy",)
 
@@ -38,15 +42,25 @@ class Checkpoints:
 
     ``read_only=True`` opens the checkpoints of a run that may still be writing them (``jmeta eval``,
     ``jmeta.load_run``): nothing is created, saved or cleaned up, so a checkpoint being written is left
-    alone and only complete ones are seen."""
+    alone and only complete ones are seen. ``sharding``: where saved and restored arrays live (e.g.
+    replicated over the run's mesh; None: the default device)."""
 
-    def __init__(self, directory: str | Path, *, best_metric: str = "loss", keep: int = 2, read_only: bool = False):
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        best_metric: str = "loss",
+        keep: int = 2,
+        read_only: bool = False,
+        sharding: jax.sharding.Sharding | None = None,
+    ):
         directory = Path(directory).absolute()
         if read_only:
             options = dict(enable_async_checkpointing=False, read_only=True, create=False, save_interval_steps=0)
         else:
             options = dict(enable_async_checkpointing=False, cleanup_tmp_directories=True, max_to_keep=keep)
         self.best_metric = best_metric
+        self.sharding = sharding
         higher_is_better = best_metric in HIGHER_IS_BETTER
 
         def rank(metrics: dict[str, float]) -> tuple[float, float]:
@@ -54,11 +68,12 @@ class Checkpoints:
             return (-diverged, metrics[best_metric]) if higher_is_better else (diverged, metrics[best_metric])
 
         self._options = {
-            "latest": ocp.CheckpointManagerOptions(**options),
+            "latest": ocp.CheckpointManagerOptions(**options, **_processes("latest")),
             "best": ocp.CheckpointManagerOptions(
                 best_fn=rank,
                 best_mode="max" if higher_is_better else "min",
                 **(options if read_only else {**options, "max_to_keep": 1}),
+                **_processes("best"),
             ),
         }
         self._directory = directory
@@ -72,7 +87,7 @@ class Checkpoints:
         """Saves ``state`` and the sampler key as the latest checkpoint, and as the best if ``validation``
         beats the best so far. Ctrl-C waits until both are written. A full disk raises an OSError that says so."""
         step = int(state.step)
-        item = _item(state, sampler_key)
+        item = self._placed(_item(state, sampler_key))
         try:
             with _interrupt_deferred():
                 self.latest.save(step, args=ocp.args.StandardSave(item), force=True)
@@ -105,7 +120,7 @@ class Checkpoints:
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with `jmeta train`.")
             try:
-                item = manager.restore(step, args=ocp.args.StandardRestore(_item(abstract_state, abstract_key)))
+                item = manager.restore(step, args=ocp.args.StandardRestore(self._abstract(abstract_state, abstract_key)))
                 return item["state"], jax.random.wrap_key_data(item["sampler_key"])
             except (ValueError, FileNotFoundError):
                 if attempt == 2 or (Path(manager.directory) / str(step)).exists():
@@ -115,6 +130,15 @@ class Checkpoints:
                 manager.close()
                 setattr(self, name, self._open(name))
         raise AssertionError("unreachable")
+
+    def _placed(self, item: dict[str, Any]) -> dict[str, Any]:
+        return item if self.sharding is None else put(item, self.sharding)
+
+    def _abstract(self, abstract_state: TrainState, abstract_key: jax.Array) -> dict[str, Any]:
+        abstract = _item(abstract_state, abstract_key)
+        if self.sharding is None:
+            return abstract
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.sharding), abstract)
 
     def close(self) -> None:
         self.latest.close()
@@ -147,6 +171,11 @@ def _quiet_absl(quiet: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def _processes(name: str) -> dict[str, Any]:
+    """Process 0 writes the metadata; each manager has its own barrier names (they save one after the other)."""
+    return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=0, barrier_sync_key_prefix=name)}
 
 
 def _item(state: TrainState, sampler_key: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Example::
 
     jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml steps=2000
     jmeta eval --workdir runs/sinusoid_maml eval_tasks=1000
+    jmeta train CONFIG --workdir D --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on each host
     jmeta plot --workdir runs/sinusoid_maml
     jmeta data omniglot --data-dir ~/jmeta_data/omniglot
     jmeta data folder --data-dir my_images
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("config", help="a config file, e.g. experiments/sinusoid_maml.py")
     train.add_argument("--workdir", required=True, help="where metrics, results and figures are written")
     train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=1000 seed=1")
+    _add_process_flags(train)
 
     evaluate = commands.add_parser(
         "eval", help="meta-test the best checkpoint of a workdir again (also while it trains); writes eval_*.json"
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         "overrides",
         nargs="*",
         help="evaluation overrides: eval_tasks, eval_steps, eval_ways, eval_shots, eval_queries, eval_batch_norm "
-        "(transductive, support or running), e.g. eval_tasks=1000",
+        "(transductive, support or running), devices, e.g. eval_tasks=1000",
     )
+    _add_process_flags(evaluate)
 
     plot = commands.add_parser("plot", help="learning curves (and the sinusoid figure) of a workdir as PNG")
     plot.add_argument("--workdir", required=True, help="a workdir written by `jmeta train`")
@@ -153,10 +156,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _add_process_flags(command: argparse.ArgumentParser) -> None:
+    """--coordinator, --num-processes, --process-id: one process of a multi-host run (jax.distributed)."""
+    command.add_argument(
+        "--coordinator",
+        help="HOST:PORT of process 0 for a multi-process run (the same command on every process), or 'auto' "
+        "for JAX's cluster detection; without it, SLURM, Open MPI and TPU pods are detected",
+    )
+    command.add_argument("--num-processes", type=int, help="the number of processes of a multi-process run")
+    command.add_argument("--process-id", type=int, help="this process's index, 0 to --num-processes - 1")
+
+
+def _join(args: argparse.Namespace) -> bool:
+    """Joins the processes of a multi-process run, if any; returns whether this one prints results."""
+    from jmeta import distributed
+
+    description = distributed.setup(args.coordinator, args.num_processes, args.process_id)
+    if description != "one process":
+        print(f"jmeta {args.command}: {description}", file=sys.stderr)
+    return distributed.is_main_process()
+
+
 def _train(args: argparse.Namespace) -> int:
     from jmeta.experiment import load_config
     from jmeta.train import format_results, train_and_evaluate
 
+    main_process = _join(args)
     config = load_config(args.config, args.overrides)
     if config.get("program"):  # a source system (jmeta.systems), not a meta-learner trained episode by episode
         from jmeta.systems.programs import run_program
@@ -164,6 +189,8 @@ def _train(args: argparse.Namespace) -> int:
         results = run_program(config, args.workdir)
     else:
         results = train_and_evaluate(config, args.workdir)
+    if not main_process:
+        return 0
     print(format_results(results))
     outputs = sorted(p.name for p in Path(args.workdir).iterdir() if p.is_file() and not p.name.startswith("."))
     print(f"outputs in {args.workdir}/: {', '.join(outputs)}")
@@ -173,9 +200,11 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from jmeta.train import evaluate_workdir, format_results
 
+    main_process = _join(args)
     results, path = evaluate_workdir(args.workdir, args.overrides, best=not args.last)
-    print(format_results(results))
-    print(f"results written to {path} (the training run's results.json is unchanged)")
+    if main_process:
+        print(format_results(results))
+        print(f"results written to {path} (the training run's results.json is unchanged)")
     return 0
 
 

@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from jmeta import batching
+from jmeta import batching, parallel
 from jmeta.batch_norm import BATCH_NORM_MODES, batch_norm_mode, check_mode
 from jmeta.learners.base import Learner
 from jmeta.learners.labels import check_task_labels
@@ -102,6 +103,7 @@ def evaluate(
     batch_size: int = 100,
     batching_strategy: str = "auto",
     batch_norm: str = "transductive",
+    mesh: Mesh | None = None,
 ) -> dict[int, dict[str, Estimate]]:
     """Adapts to ``num_tasks`` fresh tasks and reports every query metric after each inner-step count.
 
@@ -110,7 +112,9 @@ def evaluate(
     sampling function as an argument, so its data are not baked in). They are evaluated ``batch_size`` at a
     time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
-    periodic validation) does not recompile.
+    periodic validation) does not recompile. With a ``mesh`` (``jmeta.parallel.task_mesh``), each batch is
+    split over its devices (padded with repeats of its first tasks, whose results are dropped), so the tasks
+    and estimates do not depend on the number of devices.
 
     Diverged tasks: a task whose metrics after ``k`` steps are not all finite is left out of the estimates
     for ``k`` and counted in their ``diverged`` field, so one exploding inner loop cannot turn a result
@@ -138,6 +142,7 @@ def evaluate(
         batch_size=batch_size,
         batching_strategy=batching_strategy,
         batch_norm=batch_norm,
+        mesh=mesh,
     )
     return {k: finite_estimates(by_name) for k, by_name in values.items()}
 
@@ -154,6 +159,7 @@ def per_task_metrics(
     batch_size: int = 100,
     batching_strategy: str = "auto",
     batch_norm: str = "transductive",
+    mesh: Mesh | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
     """What :func:`evaluate` estimates, task by task: ``{steps: {metric: values}}``, each ``values`` a
     ``(num_tasks,)`` NumPy array in the order the tasks were drawn. Two learners evaluated with the same
@@ -187,15 +193,20 @@ def per_task_metrics(
             "that matches training.",
             stacklevel=2,
         )
-    metrics_of = _compiled_metrics(learner, steps, batching_strategy, batch_norm)
+    metrics_of = _compiled_metrics(learner, steps, batching_strategy, batch_norm, mesh)
+    if mesh is not None:
+        params, model_state = parallel.replicate((params, model_state), mesh)
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
-        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), min(batch_size, num_tasks - start))
+        count = min(batch_size, num_tasks - start)
+        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), count)
         if start == 0:
             check_task_labels(learner, params, model_state, tasks, "the tasks of sample_tasks")
+        if mesh is not None:
+            tasks = parallel.shard_tasks(parallel.pad_tasks(tasks, mesh.size), mesh)
         for k, by_name in metrics_of(params, model_state, tasks).items():
             for name, values in by_name.items():
-                collected[k].setdefault(name, []).append(np.asarray(values))
+                collected[k].setdefault(name, []).append(np.asarray(values)[:count])
     return {k: {name: np.concatenate(v) for name, v in by_name.items()} for k, by_name in collected.items()}
 
 
@@ -205,9 +216,12 @@ def _adapts_the_network(learner: Learner) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str, mode: str) -> Callable[..., Any]:
-    """One jitted program: per-task query metrics after each inner-step count, BatchNorm following ``mode``.
-    Raises ``ValueError`` while tracing if ``mode`` is not transductive and no model followed it."""
+def _compiled_metrics(
+    learner: Learner, steps: tuple[int, ...], strategy: str, mode: str, mesh: Mesh | None
+) -> Callable[..., Any]:
+    """One jitted program: per-task query metrics after each inner-step count, BatchNorm following ``mode``
+    (gathered on every device of ``mesh``, so that every process can read them). Raises ``ValueError`` while
+    tracing if ``mode`` is not transductive and no model followed it."""
 
     def per_task(params: PyTree, model_state: PyTree, task: Task) -> dict[int, dict[str, jax.Array]]:
         with batch_norm_mode(mode, task.support_x) as current:
@@ -220,7 +234,8 @@ def _compiled_metrics(learner: Learner, steps: tuple[int, ...], strategy: str, m
             )
         return metrics
 
-    return jax.jit(batching.over_tasks(per_task, strategy))
+    gathered = None if mesh is None else parallel.replicated(mesh)
+    return jax.jit(batching.over_tasks(per_task, strategy), out_shardings=gathered)
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -34,6 +34,8 @@ from jmeta.validation import one_of, positive_float, positive_int
 
 Sampler = Callable[[jax.Array, int], Task]
 REQUIRED_KEYS = ("steps", "seed", "meta_batch", "eval_tasks")
+# Keys every config has unless it sets them: devices per process for `jmeta train`/`eval` (0 = all).
+RUN_DEFAULTS = {"devices": 0}
 
 
 class TaskFamily(NamedTuple):
@@ -76,8 +78,17 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ml_collectio
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"config file {str(path)!r} lacks the keys {missing}; every config must have {REQUIRED_KEYS}.")
+    apply_run_defaults(config)
     for override in overrides:
         apply_override(config, override)
+    return config
+
+
+def apply_run_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the keys of ``RUN_DEFAULTS`` that ``config`` lacks (in place); returns ``config``."""
+    for key, value in RUN_DEFAULTS.items():
+        if key not in config:
+            config[key] = value
     return config
 
 

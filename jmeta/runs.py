@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jmeta.checkpoint import Checkpoints
-from jmeta.experiment import LEARNERS, build_learner, family_without_data
+from jmeta.experiment import LEARNERS, apply_run_defaults, build_learner, family_without_data
 from jmeta.learners.base import Learner
 from jmeta.meta_trainer import TrainState, meta_trainer
 from jmeta.nn import PyTree
@@ -87,7 +87,7 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {str(workdir)!r} a `jmeta train` workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return apply_run_defaults(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def save_model_input(workdir: Path, example_input: jax.Array) -> None:

@@ -11,6 +11,10 @@ metrics as a run that was never interrupted: the tasks of step ``i`` are drawn f
 so the sampler's state is its key, saved with the parameters and optimiser state. Ctrl-C raises
 ``TrainingInterrupted``, whose message says where the run stopped.
 
+Every local device is used (config key ``devices``: how many per process, 0 = all), and every process
+of a ``jax.distributed`` run (``jmeta.distributed``): each step's tasks are sampled from the same key
+whatever the device count and split over one mesh, the state is replicated; only process 0 writes files.
+
 Example::
 
     >>> from jmeta.experiment import load_config
@@ -36,7 +40,9 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from jmeta import parallel
 from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints
+from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import Experiment, apply_override, build, describe
 from jmeta.lock import workdir_lock
@@ -44,9 +50,10 @@ from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
-RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm")
-# Keys `jmeta eval` may override: they only change the meta-test protocol.
-EVAL_OVERRIDES = ("eval_tasks", "eval_steps", "eval_ways", "eval_shots", "eval_queries", "eval_batch_norm")
+# ``devices`` changes only the order of floating-point sums.
+RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm", "devices")
+# Keys `jmeta eval` may override: they only change the meta-test protocol (or the devices it runs on).
+EVAL_OVERRIDES = ("eval_tasks", "eval_steps", "eval_ways", "eval_shots", "eval_queries", "eval_batch_norm", "devices")
 
 
 class NonFiniteError(FloatingPointError):
@@ -71,6 +78,11 @@ def run_keys(seed: int) -> RunKeys:
     return RunKeys(*jax.random.split(jax.random.key(seed), 5))
 
 
+def run_mesh_of(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    """The devices a run uses: ``config.devices`` per process (0 or absent: all) of every process."""
+    return run_mesh(config.get("devices", 0))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Meta-trains as ``config`` says (resuming from ``workdir`` if it holds a checkpoint), then meta-tests
     the best-by-validation parameters (the last ones with ``val_every=0``) and writes the outputs to
@@ -86,8 +98,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # One process of a multi-process run holds the lock for all of them.
     with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
         experiment = build(config)
+        check_meta_batch(config.meta_batch, run_mesh_of(config))
         workdir = prepare_workdir(workdir, config)
-        save_model_input(workdir, experiment.family.example_input)
+        if is_main_process():
+            save_model_input(workdir, experiment.family.example_input)
         _, best, keys = meta_train_workdir(config, experiment, workdir)
         return finish(config, experiment, best, keys, workdir)
 
@@ -98,7 +112,8 @@ def opened_run(
 ) -> Iterator[tuple[MetaTrainer, RunKeys, Checkpoints]]:
     """The trainer, keys and checkpoints of the run in ``workdir``; the checkpoints are closed on exit."""
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
-    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric)
+    sharding = parallel.replicated(run_mesh_of(config))
+    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, sharding=sharding)
     try:
         yield trainer, run_keys(config.seed), checkpoints
     finally:
@@ -124,8 +139,8 @@ def evaluate_workdir(
     its lock or touching its checkpoints. Returns the results and the file they were written to,
     ``eval_<checkpoint>[_<overrides>].json`` in the workdir (the training run's ``results.json`` stays).
 
-    Only the keys ``EVAL_OVERRIDES`` (tasks, inner steps, ways, shots, queries, test-time BatchNorm) may be
-    overridden. A run without validation (``val_every=0``) has no best checkpoint: its latest is used.
+    Only the keys ``EVAL_OVERRIDES`` (tasks, inner steps, ways, shots, queries, test-time BatchNorm, devices)
+    may be overridden. A run without validation (``val_every=0``) has no best checkpoint: its latest is used.
     """
     workdir = Path(workdir)
     config = read_config(workdir)
@@ -151,6 +166,8 @@ def finish(
 ) -> dict[str, Any]:
     """Meta-tests ``state``, writes ``results.json`` (and the sinusoid figure); returns the results."""
     results = meta_test(config, experiment, state, keys.test)
+    if not is_main_process():
+        return results
     write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     if config.task == "sinusoid":
         from jmeta.plotting import plot_sinusoid_adaptation
@@ -170,7 +187,8 @@ def finish(
 def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
     """Creates ``workdir`` with ``config.json``, or checks that an existing run there has the same config."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        workdir.mkdir(parents=True, exist_ok=True)
     saved_path, current = workdir / "config.json", describe(config)
     if saved_path.exists():
         saved = json.loads(saved_path.read_text())
@@ -181,7 +199,8 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
                 f"workdir {str(workdir)!r} holds a run with a different config ({differences}); use a new "
                 f"--workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
             )
-    write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
+    if is_main_process():
+        write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
     return workdir
 
 
@@ -217,37 +236,44 @@ def meta_train(
     checkpoints every ``config.val_every`` steps and at the end (without validation, ``val_every=0``,
     checkpoints every ``log_every`` steps). TensorBoard's events are written out before each checkpoint.
     tasks/s is measured without compilation (each block size is compiled ahead, while the progress bar
-    says "compiling"). Ctrl-C raises ``TrainingInterrupted``."""
+    says "compiling"). Ctrl-C raises ``TrainingInterrupted``. Each step's tasks are split over the run's
+    mesh; only the main process writes the metrics."""
     from tensorboardX import SummaryWriter
+
+    mesh, main = run_mesh_of(config), is_main_process()
 
     def scan_steps(state: TrainState, sampler: Any, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
             tasks = sampler(jax.random.fold_in(keys.train, state.step), config.meta_batch)
-            return trainer.update(state, tasks)
+            return trainer.update(state, parallel.constrain_tasks(tasks, mesh))
 
         return jax.lax.scan(one_step, state, length=count)
 
-    run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0)
+    run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    state, sampler = parallel.replicate((state, experiment.family.sample_train), mesh)
     compiled: dict[int, Any] = {}  # one program per block size: log_every, and a shorter last block
     metrics_path = workdir / "metrics.jsonl"
-    keep_metrics_until(metrics_path, int(state.step))
+    if main:
+        keep_metrics_until(metrics_path, int(state.step))
     done = int(state.step)
     # An event file per checkpoint interval: closing its writer is what writes its queued events out
     # (tensorboardX's flush() leaves its queue alone).
     board = None
     with (
-        open(metrics_path, "a") as log,
-        tqdm(total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step") as bar,
+        open(metrics_path if main else os.devnull, "a") as log,
+        tqdm(
+            total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step", disable=not main
+        ) as bar,
     ):
         try:
             while (done := int(state.step)) < config.steps:
                 count = min(config.log_every, config.steps - done)
                 if count not in compiled:
                     bar.set_description("compiling")
-                    compiled[count] = run_steps.lower(state, experiment.family.sample_train, count).compile()
+                    compiled[count] = run_steps.lower(state, sampler, count).compile()
                     bar.set_description("meta-train")
                 start = time.perf_counter()
-                state, metrics = compiled[count](state, experiment.family.sample_train)
+                state, metrics = compiled[count](state, sampler)
                 record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
                 done = record["step"]
                 record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
@@ -258,7 +284,9 @@ def meta_train(
                 # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                board = board or SummaryWriter(str(workdir / "tensorboard"), filename_suffix=f".{done - count}")
+                board = board or SummaryWriter(
+                    str(workdir / "tensorboard"), filename_suffix=f".{done - count}", write_to_disk=main
+                )
                 for name, value in record.items():
                     if name != "step":
                         board.add_scalar(name, value, record["step"])
@@ -328,6 +356,7 @@ def validate(
         num_tasks=config.val_tasks,
         steps=(steps,),
         batching_strategy=config.batching,
+        mesh=run_mesh_of(config),
     )[steps]
     diverged = max(estimate.diverged for estimate in estimates.values())
     return {**{f"val_{name}": estimate.mean for name, estimate in estimates.items()}, "val_diverged": diverged}
@@ -367,6 +396,7 @@ def meta_test(
         num_tasks=config.eval_tasks,
         steps=config.eval_steps,
         batching_strategy=config.batching,
+        mesh=run_mesh_of(config),
         **options,
     )
     if checkpoint is None and config.val_every:
@@ -386,6 +416,8 @@ def meta_test(
             "checkpoint": checkpoint,
             "ci": "95%, 1.96 * std / sqrt(tasks)",
             "seed": config.seed,
+            "devices": run_mesh_of(config).size,
+            "processes": jax.process_count(),
         },
         "results": {str(k): {name: e._asdict() for name, e in by_metric.items()} for k, by_metric in estimates.items()},
         "published": dict(config.published),
