@@ -120,7 +120,8 @@ class Checkpoints:
             if step is None:
                 raise FileNotFoundError(f"no checkpoint in {manager.directory}; train first with `jmeta train`.")
             try:
-                item = manager.restore(step, args=ocp.args.StandardRestore(self._abstract(abstract_state, abstract_key)))
+                abstract = self._abstract(abstract_state, abstract_key)
+                item = manager.restore(step, args=ocp.args.StandardRestore(abstract))
                 return item["state"], jax.random.wrap_key_data(item["sampler_key"])
             except (ValueError, FileNotFoundError):
                 if attempt == 2 or (Path(manager.directory) / str(step)).exists():
