@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/jmeta train experiments/sinusoid_maml.py --workdir runs/sinusoid_maml
 
 test: $(STAMP)
-	$(BIN)/ruff check jmeta tests experiments
+	$(BIN)/ruff check jmeta tests experiments benchmarks
 	$(BIN)/python -m pytest -q
 
 $(DOCS_STAMP): pyproject.toml | $(BIN)/python

@@ -371,9 +371,8 @@ def _bench_gmm(args: argparse.Namespace) -> int:
         args.conv != "auto",
     )
     if any(meta_step_flags):
-        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not the meta-step options "
-                         "(--batching, --chunk-size, --steps-per-call, --inner-steps, --remat, --memory, "
-                         "--compute-dtype, --conv).")
+        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
+                         "--chunk-size, --steps-per-call, --inner-steps, --remat, --memory, --compute-dtype or --conv.")
     print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
     return 0
 

@@ -95,10 +95,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
             "(as `jmeta train` does), not train_and_evaluate."
         )
+    experiment = build(config)  # reads only: a bad config leaves no workdir behind
+    check_meta_batch(config.meta_batch, run_mesh_of(config))
     # One process of a multi-process run holds the lock for all of them.
     with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-        experiment = build(config)
-        check_meta_batch(config.meta_batch, run_mesh_of(config))
         workdir = prepare_workdir(workdir, config)
         if is_main_process():
             save_model_input(workdir, experiment.family.example_input)

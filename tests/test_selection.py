@@ -193,7 +193,7 @@ def test_program_at_a_tiny_budget(tmp_path, selector):
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == json.loads(json.dumps(results))
     entry = results["comparison"]
     assert entry["system"] == "selector" and entry["baseline"] == "single best"
-    assert set(entry["gain"]) == {"mean", "ci95", "tasks"} and entry["gain"]["tasks"] == 12
+    assert set(entry["gain"]) == {"mean", "ci95", "tasks", "diverged"} and entry["gain"]["tasks"] == 12
     per_task = {name: np.array(values) for name, values in results["per_task"].items()}
     assert np.all(per_task["oracle"] >= per_task["selector"]) and np.all(per_task["oracle"] >= per_task["single best"])
     assert entry["gain"]["mean"] == pytest.approx(np.mean(per_task["selector"] - per_task["single best"]))
