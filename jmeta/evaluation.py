@@ -79,6 +79,49 @@ def evaluate(
     Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
     periodic validation) does not recompile.
     """
+    values = per_task_metrics(
+        learner,
+        params,
+        model_state,
+        sample_tasks,
+        key,
+        num_tasks=num_tasks,
+        steps=steps,
+        batch_size=batch_size,
+        batching_strategy=batching_strategy,
+    )
+    return {k: {name: estimate(v) for name, v in by_name.items()} for k, by_name in values.items()}
+
+
+def per_task_metrics(
+    learner: Learner,
+    params: PyTree,
+    model_state: PyTree,
+    sample_tasks: TaskSampler,
+    key: jax.Array,
+    *,
+    num_tasks: int = 600,
+    steps: Sequence[int] = (1, 5, 10),
+    batch_size: int = 100,
+    batching_strategy: str = "auto",
+) -> dict[int, dict[str, np.ndarray]]:
+    """What :func:`evaluate` estimates, task by task: ``{steps: {metric: values}}``, each ``values`` a
+    ``(num_tasks,)`` NumPy array in the order the tasks were drawn. Two learners evaluated with the same
+    ``sample_tasks``, ``key``, ``num_tasks`` and ``batch_size`` see the same tasks, so their values can be
+    compared pair by pair (e.g. ``jmeta.systems.common.paired_gain``). Raises ValueError as
+    :func:`evaluate` does.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, jmeta
+        >>> model = jmeta.from_linen(jmeta.models.MLP((8, 1)), jnp.zeros((1, 1)))
+        >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
+        >>> params, state = learner.init(jax.random.key(0))
+        >>> sample = jmeta.tasks.SinusoidSampler(shots=5, queries=10)
+        >>> values = per_task_metrics(learner, params, state, sample, jax.random.key(1), num_tasks=3, steps=(1,))
+        >>> values[1]["loss"].shape
+        (3,)
+    """
     num_tasks = positive_int("num_tasks", num_tasks)
     batch_size = positive_int("batch_size", batch_size)
     if num_tasks < 2:
@@ -92,7 +135,7 @@ def evaluate(
         for k, by_name in metrics_of(params, model_state, tasks).items():
             for name, values in by_name.items():
                 collected[k].setdefault(name, []).append(np.asarray(values))
-    return {k: {name: estimate(np.concatenate(v)) for name, v in by_name.items()} for k, by_name in collected.items()}
+    return {k: {name: np.concatenate(v) for name, v in by_name.items()} for k, by_name in collected.items()}
 
 
 @functools.lru_cache(maxsize=64)

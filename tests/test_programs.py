@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 
 import ml_collections
+import numpy as np
 import pytest
 
 from jmeta import cli
+from jmeta.systems.common import comparison, paired_gain
 from jmeta.systems.programs import PROGRAMS, run_program
 from jmeta.train import format_results
 
@@ -82,3 +84,29 @@ def test_mnist_paths_under_mocked_tfds(tmp_path, name):
     with tfds.testing.mock_data(num_examples=60, policy=tfds.testing.MockPolicy.USE_CODE):
         results = train(tmp_path, name, *SMALL, "meta_batch=2", "task=mnist")
     assert results["protocol"]["task"] == "mnist"
+
+
+def test_paired_gain_is_the_estimate_of_the_per_task_differences():
+    system, baseline = np.array([0.9, 0.8, 0.7, 1.0]), np.array([0.8, 0.6, 0.6, 0.7])
+    gain = paired_gain(system, baseline)
+    differences = system - baseline
+    assert gain.mean == pytest.approx(differences.mean())
+    assert gain.ci95 == pytest.approx(1.96 * differences.std(ddof=1) / 2.0)
+    assert gain.tasks == 4
+    # pairing: a shared task difficulty does not widen the interval of the difference
+    shift = np.array([0.0, -0.5, 0.2, -0.3])
+    assert paired_gain(system + shift, baseline + shift) == pytest.approx(gain)
+
+
+def test_paired_gain_and_comparison_refuse_bad_input():
+    with pytest.raises(ValueError, match=r"same tasks in the same order.*\(3,\) and \(2,\)"):
+        paired_gain([1.0, 0.0, 1.0], [1.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        paired_gain([1.0], [0.0])
+    with pytest.raises(ValueError, match="baseline must be a non-empty string"):
+        comparison("system", "", paired_gain([1.0, 0.0], [0.0, 0.0]))
+    with pytest.raises(TypeError, match="gain must be a jmeta.Estimate"):
+        comparison("system", "baseline", {"mean": 1.0})
+    entry = comparison("a", "b", paired_gain([1.0, 0.0], [0.0, 0.0]))
+    assert json.loads(json.dumps(entry)) == {"system": "a", "baseline": "b", "gain": {**entry["gain"], "mean": 0.5}}
+    assert entry["gain"]["tasks"] == 2

@@ -1,5 +1,6 @@
-"""What the source systems' programs share: the results they return (:func:`report`), the few-shot
-protocol entries, Omniglot by config, and a compiled loop of optimiser steps (:func:`train_steps`).
+"""What the source systems' programs share: the results they return (:func:`report`), a system's
+comparison with its baseline (:func:`paired_gain`, :func:`comparison`), the few-shot protocol entries,
+Omniglot by config, and a compiled loop of optimiser steps (:func:`train_steps`).
 
 Every program returns what ``jmeta.train.meta_test`` returns (``protocol``, ``results`` as
 ``{row: {metric: {mean, ci95, tasks}}}``, ``published``, ``published_source``), so that
@@ -8,7 +9,6 @@ Every program returns what ``jmeta.train.meta_test`` returns (``protocol``, ``re
 Example::
 
     >>> import ml_collections
-    >>> from jmeta.evaluation import estimate
     >>> config = ml_collections.ConfigDict({"task": "iris", "seed": 0, "published": {}, "published_source": ""})
     >>> sorted(report(config, {"a": {"accuracy": estimate([1.0, 0.0])}}, {"tasks": 2}))
     ['protocol', 'published', 'published_source', 'results']
@@ -16,16 +16,17 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jmeta.data import load
-from jmeta.evaluation import Estimate
+from jmeta.evaluation import Estimate, estimate
 
 Program = Callable[[ml_collections.ConfigDict, Path], dict[str, Any]]
 CI_OVER_TASKS = "95%, 1.96 * std / sqrt(tasks)"
@@ -47,7 +48,6 @@ def report(
     Example::
 
         >>> import ml_collections
-        >>> from jmeta.evaluation import estimate
         >>> config = ml_collections.ConfigDict({"task": "iris", "seed": 0, "published": {}, "published_source": ""})
         >>> report(config, {"a": {"accuracy": estimate([0.0, 1.0])}}, {"tasks": 2})["results"]["a"]["accuracy"]["mean"]
         0.5
@@ -62,6 +62,49 @@ def report(
         "published_source": config.published_source,
         **details,
     }
+
+
+def paired_gain(system: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray) -> Estimate:
+    """The gain of a system over its baseline measured on the same tasks: the mean of the per-task
+    differences ``system[i] - baseline[i]`` (positive: the system is better, for a metric where higher is
+    better) with the 95% half-width ``1.96 * std / sqrt(tasks)`` of those differences.
+
+    Pairing removes the spread that both share (hard and easy tasks), so the interval is that of the
+    difference, not of either figure. ``system`` and ``baseline`` are 1-D, one value per task, at least two
+    tasks, in the same task order; a ValueError says otherwise.
+
+    Example::
+
+        >>> gain = paired_gain([0.9, 0.8, 0.7], [0.8, 0.6, 0.6])
+        >>> round(gain.mean, 4), round(gain.ci95, 4), gain.tasks
+        (0.1333, 0.0653, 3)
+    """
+    system, baseline = np.asarray(system, np.float64), np.asarray(baseline, np.float64)
+    if system.ndim != 1 or system.shape != baseline.shape or system.size < 2:
+        raise ValueError(
+            "system and baseline must be 1-D with one value per task, the same tasks in the same order, and at "
+            f"least 2 tasks; got shapes {system.shape} and {baseline.shape}."
+        )
+    return estimate(system - baseline)
+
+
+def comparison(system: str, baseline: str, gain: Estimate) -> dict[str, Any]:
+    """The ``comparison`` entry of a program's ``results.json``: ``{"system": ..., "baseline": ...,
+    "gain": {"mean", "ci95", "tasks"}}``, ``gain`` as :func:`paired_gain` returns it (positive: the system
+    is better). ``system`` and ``baseline`` name rows of the results.
+
+    Example::
+
+        >>> entry = comparison("distilled", "labels only", paired_gain([1.0, 0.5], [0.5, 0.5]))
+        >>> entry["system"], entry["baseline"], entry["gain"]["mean"], entry["gain"]["tasks"]
+        ('distilled', 'labels only', 0.25, 2)
+    """
+    for name, value in (("system", system), ("baseline", baseline)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty string naming a row of the results; got {value!r}.")
+    if not isinstance(gain, Estimate):
+        raise TypeError(f"gain must be a jmeta.Estimate (e.g. from paired_gain); got {type(gain).__name__}.")
+    return {"system": system, "baseline": baseline, "gain": gain._asdict()}
 
 
 def omniglot(config: ml_collections.ConfigDict) -> Any:
