@@ -58,6 +58,7 @@ import numpy as np
 import optax
 
 from jmeta import losses
+from jmeta.data import load
 from jmeta.data.dataset import ClassArrays, ClassDataset
 from jmeta.evaluation import estimate, per_task_metrics
 from jmeta.learners.base import Learner, TaskOutput, call_apply, query_metrics, steps_or_default
@@ -65,7 +66,7 @@ from jmeta.learners.maml import maml
 from jmeta.models.conv4 import Conv4
 from jmeta.models.ports import SharedTrunk002
 from jmeta.nn import Model, PyTree, check_model, from_linen
-from jmeta.systems.common import comparison, few_shot_protocol, omniglot, paired_gain, report
+from jmeta.systems.common import comparison, few_shot_protocol, paired_gain, report
 from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import one_of, positive_float, positive_int
@@ -475,14 +476,15 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     steps from ``meta_lr``, cosine-decayed to 0; ``feature_scale``, ``test_feature_scale`` (0: no
     normalisation), ``head_steps``, ``head_lr``, ``head_l2``: the features and the test head
     (:func:`multitask`); ``scratch_steps`` Adam steps of ``scratch_lr`` for the baseline; test tasks of
-    ``ways`` classes, ``eval_shots`` and ``eval_queries`` per class.
+    ``ways`` classes, ``eval_shots`` and ``eval_queries`` per class; ``rotate``: the splits whose characters
+    also count rotated by 90, 180 and 270 degrees as classes of their own (``()`` or ``("train",)``).
 
     Results: one row per learner, and ``comparison`` (the paired per-task gain in accuracy of the system
     over the baseline); ``protocol.training_example_passes`` counts the forward and backward passes of
     training examples, for matching compute with other meta-learners.
     """
     model, training = one_of("model", config.model, TRUNKS), one_of("training", config.training, TRAINING)
-    data = omniglot(config)
+    data = load("omniglot", config.data_dir or None, split=config.split, rotate=tuple(config.rotate))
     example = jnp.zeros((1, *data["train"].input_shape))
     if model == "conv4":
         module = functools.partial(Conv4, None, hidden=config.hidden, downsample=config.downsample, pool=config.pool)
@@ -533,6 +535,7 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         "inner_lr": f"head: gradient descent {config.head_lr}, from scratch: Adam {config.scratch_lr}",
         "model": model,
         "training": training,
+        "training_rotations": "train" in config.rotate,
         "training_heads": heads,
         "training_classes_per_head": classes,
         "training_example_passes": steps * passes_per_step,
