@@ -520,6 +520,7 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     for step in range(steps):
         state, metrics = mt.step(state, sampler(jax.random.fold_in(train_key, step), config.meta_batch))
+    jax.block_until_ready(state)
     training_seconds = time.perf_counter() - start
     test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
     scratch_params, scratch_state = mt.scratch.init(scratch_key)
