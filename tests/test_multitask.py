@@ -1,5 +1,7 @@
-"""Multi-task shared representation: the group sampler, per-group heads, head fitting, learning a trunk that
-transfers to unseen classes on synthetic data, argument errors, and a smoke run on real Omniglot."""
+"""Multi-task shared representation: the group and example samplers, per-group heads, head fitting (against
+scikit-learn's logistic regression), the from-scratch baseline (the same network), learning a trunk that
+transfers to unseen classes on synthetic data and beats the baseline there, argument errors, and a smoke run on
+real Omniglot."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 import jmeta
 from jmeta.data.dataset import ClassDataset
 from jmeta.models.ports import SharedTrunk002
-from jmeta.systems.multitask import GroupBatch, make_group_sampler, multitask
+from jmeta.systems.common import comparison, paired_gain
+from jmeta.systems.multitask import GroupBatch, make_example_sampler, make_group_sampler, multitask
 from jmeta.tasks.episodes import make_episode_sampler
 
 OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot",)
@@ -50,6 +53,14 @@ def test_group_sampler_keeps_each_groups_classes_and_labels_fixed():
     assert set(np.asarray(batch.group).tolist()) == {0, 1}
 
 
+def test_example_sampler_labels_each_example_with_its_class():
+    ds = ClassDataset(np.repeat(np.arange(5, dtype=np.float32), 3)[:, None], np.repeat(np.arange(5), 3), "abcde")
+    batch = make_example_sampler(ds)(jax.random.key(0), 200)
+    assert batch.group.tolist() == [0] and batch.x.shape == (1, 200, 1) and batch.y.shape == (1, 200)
+    np.testing.assert_array_equal(np.asarray(batch.x)[0, :, 0], np.asarray(batch.y)[0])
+    assert set(np.asarray(batch.y).ravel().tolist()) == set(range(5))
+
+
 def test_step_updates_only_the_heads_of_the_groups_in_the_batch():
     trunk, x = mlp_trunk()
     mt = multitask(trunk, x, num_heads=4, num_classes=2, optimizer=optax.sgd(0.1))
@@ -75,6 +86,46 @@ def test_fit_head_separates_the_support_set_and_zero_steps_is_the_zero_head():
     assert not np.any(np.asarray(zero.kernel)) and not np.any(np.asarray(zero.bias))
 
 
+def test_fit_head_is_scikit_learns_l2_regularised_logistic_regression():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(12, 6)).astype(np.float32)
+    labels = np.array([0, 1, 2] * 4)
+    identity = jmeta.Model(lambda key: ({}, {}), lambda params, state, x: (x, state))
+    head_l2 = 0.5
+    mt = multitask(identity, jnp.zeros((1, 6)), num_heads=1, num_classes=3, optimizer=optax.sgd(0.1),
+                   head_steps=3000, head_lr=0.2, head_l2=head_l2)
+    head = mt.fit_head({}, {}, jnp.asarray(features), jnp.asarray(labels))
+    ours = jax.nn.softmax(mt.predict({}, {}, head, jnp.asarray(features)))
+    # scikit-learn minimises 0.5 |W|^2 + C * sum of cross-entropies, i.e. ours times C * points
+    reference = sklearn.LogisticRegression(C=1.0 / (head_l2 * len(labels)), tol=1e-10, max_iter=10_000)
+    reference.fit(features, labels)
+    np.testing.assert_allclose(ours, reference.predict_proba(features), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(head.kernel), reference.coef_.T, atol=1e-3)
+
+
+def test_scratch_baseline_trains_the_same_network_from_fresh_parameters():
+    trunk, x = mlp_trunk()
+    mt = multitask(trunk, x, num_heads=3, num_classes=4, ways=5, optimizer=optax.sgd(0.1), scratch_steps=30,
+                   scratch_optimizer=optax.adam(1e-2), feature_scale=5.0)
+    (trunk_params, head), model_state = mt.scratch.init(jax.random.key(0))
+    fresh = mt.init(jax.random.key(0)).params.trunk
+    assert jax.tree.structure(trunk_params) == jax.tree.structure(fresh)
+    assert jax.tree.map(jnp.shape, trunk_params) == jax.tree.map(jnp.shape, fresh)
+    assert head.kernel.shape == (16, 5) and head.bias.shape == (5,)
+    support = jnp.asarray(np.random.default_rng(0).normal(size=(5, SIGNAL + NOISE)), jnp.float32)
+    labels = jnp.arange(5)
+    adapted = mt.scratch.adapt((trunk_params, head), model_state, support, labels)
+    trunk_moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), adapted[0], trunk_params)
+    assert min(jax.tree.leaves(trunk_moved)) > 0  # every trunk parameter is trained, not only the head
+    logits, _ = mt.scratch.predict(adapted, model_state, support)
+    np.testing.assert_array_equal(jnp.argmax(logits, -1), labels)
+    # the network it trains is the system's: trunk, normalised features, linear head
+    features, _ = trunk.apply(adapted[0], model_state, support)
+    features = 5.0 * features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    np.testing.assert_allclose(logits, features @ adapted[1].kernel + adapted[1].bias, rtol=1e-4, atol=1e-4)
+
+
 def test_trained_trunk_transfers_to_unseen_classes():
     train, test = blobs(40, 20, seed=0), blobs(10, 20, seed=1)
     trunk, x = mlp_trunk()
@@ -94,6 +145,15 @@ def test_trained_trunk_transfers_to_unseen_classes():
         state, _ = mt.step(state, groups(jax.random.fold_in(jax.random.key(1), i), 8))
     after = accuracy(state)
     assert after > before + 0.15 and after > 0.6, (before, after)
+    # the comparison the program reports: the same tasks for the system and the from-scratch baseline
+    scratch_params, scratch_state = mt.scratch.init(jax.random.key(3))
+    system = jmeta.evaluation.per_task_metrics(mt.learner, state.params.trunk, state.model_state, episodes,
+                                               jax.random.key(2), num_tasks=200, steps=(20,))[20]["accuracy"]
+    baseline = jmeta.evaluation.per_task_metrics(mt.scratch, scratch_params, scratch_state, episodes,
+                                                 jax.random.key(2), num_tasks=200, steps=(100,))[100]["accuracy"]
+    assert system.shape == baseline.shape == (200,) and np.isclose(system.mean(), after)
+    entry = comparison("shared trunk", "from scratch", paired_gain(system, baseline))
+    assert entry["gain"]["tasks"] == 200 and entry["gain"]["mean"] - entry["gain"]["ci95"] > 0, entry
 
 
 @pytest.mark.parametrize(
@@ -103,6 +163,11 @@ def test_trained_trunk_transfers_to_unseen_classes():
         ({"head_lr": -1.0}, "head_lr must be a finite number > 0; got -1.0"),
         ({"feature_scale": 0.0}, "feature_scale must be a finite number > 0"),
         ({"optimizer": "adam"}, "optimizer must be an optax.GradientTransformation"),
+        ({"scratch_optimizer": 0.1}, "scratch_optimizer must be an optax.GradientTransformation; got float"),
+        ({"head_l2": -0.5}, "head_l2 must be a finite number >= 0; got -0.5"),
+        ({"test_feature_scale": 0.0}, "test_feature_scale must be a finite number > 0"),
+        ({"scratch_steps": 0}, "scratch_steps must be a positive integer"),
+        ({"test_trunk": "conv4"}, "test_trunk"),
     ],
 )
 def test_argument_errors(kwargs, message):

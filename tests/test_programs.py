@@ -59,8 +59,14 @@ def test_maml_mlp_on_digits(tmp_path, learner):
 
 @needs_omniglot
 def test_multitask(tmp_path):
-    results = train(tmp_path, "seed002_multitask", *SMALL, "meta_batch=2")
-    assert set(results["results"]) == {"head steps 0", "head steps 100"}
+    results = train(tmp_path, "seed002_multitask", *SMALL, "meta_batch=8", "scratch_steps=2")
+    system, baseline = "shared trunk, fitted head", "same network from scratch"
+    assert set(results["results"]) == {system, baseline}
+    entry = results["comparison"]
+    assert (entry["system"], entry["baseline"], set(entry["gain"])) == (system, baseline, {"mean", "ci95", "tasks", "diverged"})
+    accuracy = {name: results["results"][name]["accuracy"]["mean"] for name in (system, baseline)}
+    assert entry["gain"]["tasks"] == 4 and entry["gain"]["mean"] == pytest.approx(accuracy[system] - accuracy[baseline])
+    assert results["protocol"]["training_example_passes"] == 3 * 8
 
 
 def test_distillation_beside_the_labels_only_student(tmp_path):

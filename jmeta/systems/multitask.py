@@ -1,15 +1,28 @@
-"""Multi-task learning of a shared representation, then a new head per new task (source article
-``002_f30f3d58d6380daa.txt``, "shared knowledge"; the design of Caruana 1997, "Multitask Learning").
+"""A shared trunk trained on all training classes, then a new head per new task (source article
+``002_f30f3d58d6380daa.txt``, "shared knowledge": knowledge shared across tasks lets new tasks be learnt faster).
 
-Training: the training classes are dealt, once, into fixed *groups* of ``num_classes`` classes; each
-group is a training task with its own linear head, and every head sits on one shared trunk. A batch
-holds points of several groups, each scored by its own head, and one optimiser step (any optax
-optimiser) updates the trunk and the heads of those groups together.
+Training, one of two forms, both one optimiser step (any optax optimiser) on the trunk and heads together:
 
-Test: the trunk is frozen. For a new few-shot task, a fresh linear head (zeros) is fitted to the trunk's
-features of the support set by ``head_steps`` steps of full-batch gradient descent on the cross-entropy
-(multinomial logistic regression); its first step from zeros already points each class's weights
-along its mean feature vector minus the overall mean. The query set is scored by trunk and head.
+* *all classes*: one softmax head over every training class, on batches of examples drawn at random
+  (:func:`make_example_sampler`): many-way supervised pre-training, the "good embedding" of Tian et al.
+  (ECCV 2020, "Rethinking few-shot image classification: a good embedding is all you need");
+* *groups*: the training classes are dealt, once, into fixed groups of ``num_classes`` classes; each
+  group is a training task with its own linear head on the shared trunk (Caruana 1997, "Multitask
+  Learning"), and a batch holds points of several groups (:func:`make_group_sampler`).
+
+Both feed :func:`multitask` a :class:`GroupBatch`; the first is the second with one group of every class.
+
+Test: the trunk is frozen (``test_trunk``: the same parameters, e.g. with BatchNorm's running averages).
+For a new few-shot task a fresh linear head (zeros) is fitted to the trunk's features of the support set
+by ``head_steps`` steps of full-batch gradient descent on the mean cross-entropy plus ``head_l2 / 2`` times
+the squared norm of the head's weights: L2-regularised multinomial logistic regression, scikit-learn's
+``LogisticRegression(C=1 / (head_l2 * support points))``. Its first step from zeros already points each
+class's weights along its mean feature vector minus the overall mean. The query set is scored by trunk and
+head.
+
+The baseline the system claims to beat is :attr:`Multitask.scratch`: the same network (trunk and linear
+head) trained from fresh parameters on each support set alone, ``scratch_steps`` steps of
+``scratch_optimizer`` on every parameter.
 
 :func:`multitask` returns the pure functions of both phases. Its ``learner`` is the test phase as a
 ``jmeta.Learner`` (``adapt`` fits a head; ``steps`` counts head steps, and 0 leaves the zero head), so
@@ -32,6 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,15 +58,18 @@ import numpy as np
 import optax
 
 from jmeta import losses
+from jmeta.data import load
 from jmeta.data.dataset import ClassArrays, ClassDataset
-from jmeta.evaluation import evaluate
+from jmeta.evaluation import estimate, per_task_metrics
 from jmeta.learners.base import Learner, TaskOutput, call_apply, query_metrics, steps_or_default
+from jmeta.learners.maml import maml
+from jmeta.models.conv4 import Conv4
 from jmeta.models.ports import SharedTrunk002
 from jmeta.nn import Model, PyTree, check_model, from_linen
-from jmeta.systems.common import few_shot_protocol, omniglot, report
+from jmeta.systems.common import comparison, few_shot_protocol, paired_gain, report
 from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.tasks.task import Task
-from jmeta.validation import positive_float, positive_int
+from jmeta.validation import one_of, positive_float, positive_int
 
 
 class Head(NamedTuple):
@@ -101,6 +119,7 @@ class Multitask(NamedTuple):
     fit_head: Callable[..., Head]
     predict: Callable[[PyTree, PyTree, Head, jax.Array], jax.Array]
     learner: Learner
+    scratch: Learner
 
 
 def multitask(
@@ -113,17 +132,28 @@ def multitask(
     ways: int | None = None,
     head_steps: int = 100,
     head_lr: float = 0.1,
+    head_l2: float = 0.0,
     feature_scale: float | None = None,
+    test_feature_scale: float | None = None,
+    test_trunk: Model | None = None,
+    scratch_steps: int = 100,
+    scratch_optimizer: optax.GradientTransformation | None = None,
 ) -> Multitask:
     """Builds multi-task training of ``trunk`` with ``num_heads`` heads of ``num_classes`` classes, and
     few-shot testing with heads of ``ways`` classes (default ``num_classes``) fitted on frozen features.
 
     ``trunk`` maps a batch ``(points, *input_shape)`` to features ``(points, features)``, e.g.
     ``jmeta.from_linen(SharedTrunk002(), example_x)``; ``example_x`` is a batch of one input, used to
-    find the feature width. ``head_steps`` and ``head_lr`` set the gradient descent that fits a test
-    head. With ``feature_scale=s`` the trunk's features are divided by their L2 norm and multiplied by
-    ``s`` before every head, in training and at test, so that heads score cosine similarities (the
-    cosine classifier of Gidaris & Komodakis 2018 and of "Baseline++" in Chen et al. 2019).
+    find the feature width. ``test_trunk`` is the trunk as applied at test, to the same parameters and
+    model state (default ``trunk``), e.g. ``Conv4(None, use_running_average=True)`` where ``trunk`` is
+    ``Conv4(None)``: then a query point's features do not depend on the other points of its batch.
+    ``head_steps``, ``head_lr`` and ``head_l2`` set the gradient descent that fits a test head (see the
+    module docstring); ``scratch_steps`` and ``scratch_optimizer`` (default ``optax.adam(1e-3)``) train
+    the baseline :attr:`Multitask.scratch`. With ``feature_scale=s`` the trunk's features are divided by
+    their L2 norm and multiplied by ``s`` before every head, in training and at test, so that heads score
+    cosine similarities (the cosine classifier of Gidaris & Komodakis 2018 and of "Baseline++" in Chen et
+    al. 2019). ``test_feature_scale`` (default ``feature_scale``) does the same for the test heads only,
+    as Tian et al. (2020) normalise the features of the logistic regression they fit at test.
 
     Returns a :class:`Multitask` of pure functions:
 
@@ -132,7 +162,14 @@ def multitask(
       :class:`GroupBatch` (``metrics``: ``loss``, ``accuracy``); it donates ``state``'s buffers;
     * ``fit_head(trunk_params, model_state, support_x, support_y, steps=None) -> Head``;
     * ``predict(trunk_params, model_state, head, x) -> logits``;
-    * ``learner``: the test phase as a ``jmeta.Learner`` (meta-parameters: the trunk's).
+    * ``learner``: the test phase as a ``jmeta.Learner`` (meta-parameters: the trunk's);
+    * ``scratch``: the baseline as a ``jmeta.Learner``: ``init(key)`` gives fresh parameters
+      ``(trunk, Head)`` of the same network (zero head of ``ways`` classes), ``adapt`` trains all of them
+      on the support set, ``predict`` applies ``trunk`` (not ``test_trunk``) and the head. Evaluate it
+      from ``scratch.init(key)``: nothing is meta-learnt.
+
+    Raises ValueError or TypeError naming the argument for a bad argument, and ValueError when the trunk
+    does not return ``(points, features)``.
 
     Example::
 
@@ -141,27 +178,42 @@ def multitask(
         >>> mt = multitask(trunk, jnp.zeros((1, 4)), num_heads=3, num_classes=2, optimizer=optax.sgd(0.1))
     """
     trunk = check_model(trunk, "trunk")
+    test_trunk = trunk if test_trunk is None else check_model(test_trunk, "test_trunk")
     num_heads = positive_int("num_heads", num_heads)
     num_classes = positive_int("num_classes", num_classes)
     ways = num_classes if ways is None else positive_int("ways", ways)
     default_head_steps = positive_int("head_steps", head_steps, allow_zero=True)
     head_lr = positive_float("head_lr", head_lr)
+    if isinstance(head_l2, bool) or not isinstance(head_l2, numbers.Real) or not 0 <= head_l2 < float("inf"):
+        raise ValueError(f"head_l2 must be a finite number >= 0; got {head_l2!r}.")
+    scratch_steps = positive_int("scratch_steps", scratch_steps)
     if feature_scale is not None:
         feature_scale = positive_float("feature_scale", feature_scale)
-    if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
+    test_feature_scale = feature_scale if test_feature_scale is None else positive_float(
+        "test_feature_scale", test_feature_scale
+    )
+    scratch_optimizer = optax.adam(1e-3) if scratch_optimizer is None else scratch_optimizer
+    for name, value in (("optimizer", optimizer), ("scratch_optimizer", scratch_optimizer)):
+        if not isinstance(value, optax.GradientTransformation):
+            raise TypeError(f"{name} must be an optax.GradientTransformation; got {type(value).__name__}.")
     example_x = jnp.asarray(example_x)
 
-    def features_of(trunk_params: PyTree, model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
-        features, new_state = call_apply(trunk.apply, trunk_params, model_state, x)
+    def features_of(
+        trunk_params: PyTree,
+        model_state: PyTree,
+        x: jax.Array,
+        model: Model = trunk,
+        scale: float | None = feature_scale,
+    ) -> tuple[jax.Array, PyTree]:
+        features, new_state = call_apply(model.apply, trunk_params, model_state, x)
         if features.ndim != 2:
             raise ValueError(
                 f"trunk must return features of shape (points, features); got shape {features.shape}. Flatten "
                 "or pool its output, or use a trunk without a classifier head (e.g. SharedTrunk002())."
             )
-        if feature_scale is not None:
+        if scale is not None:
             # rsqrt(|f|^2 + eps) rather than 1 / |f|: finite gradients for an all-zero (dead ReLU) feature vector
-            features = feature_scale * features * jax.lax.rsqrt(jnp.sum(features**2, -1, keepdims=True) + 1e-12)
+            features = scale * features * jax.lax.rsqrt(jnp.sum(features**2, -1, keepdims=True) + 1e-12)
         return features, new_state
 
     def init(key: jax.Array) -> MultitaskState:
@@ -198,20 +250,21 @@ def multitask(
     def fit_head(
         trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None
     ) -> Head:
-        features, _ = features_of(trunk_params, model_state, x)
+        features, _ = features_of(trunk_params, model_state, x, test_trunk, test_feature_scale)
         targets = jax.nn.one_hot(y, ways)
 
         def gradient_step(head: Head, _: None) -> tuple[Head, None]:
             probabilities = jax.nn.softmax(features @ head.kernel + head.bias)
             error = (probabilities - targets) / features.shape[0]  # d(mean cross-entropy) / d(logits)
-            return Head(head.kernel - head_lr * features.T @ error, head.bias - head_lr * error.sum(0)), None
+            kernel_gradient = features.T @ error + head_l2 * head.kernel
+            return Head(head.kernel - head_lr * kernel_gradient, head.bias - head_lr * error.sum(0)), None
 
         zero = Head(jnp.zeros((features.shape[-1], ways), features.dtype), jnp.zeros((ways,), features.dtype))
         head, _ = jax.lax.scan(gradient_step, zero, length=steps_or_default(steps, default_head_steps))
         return head
 
     def predict(trunk_params: PyTree, model_state: PyTree, head: Head, x: jax.Array) -> jax.Array:
-        features, _ = features_of(trunk_params, model_state, x)
+        features, _ = features_of(trunk_params, model_state, x, test_trunk, test_feature_scale)
         return features @ head.kernel + head.bias
 
     def adapt(trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
@@ -228,8 +281,25 @@ def multitask(
         loss, values = query_metrics(losses.cross_entropy, {"accuracy": losses.accuracy}, logits, task.query_y)
         return loss, TaskOutput(values, model_state)
 
+    def network_init(key: jax.Array) -> tuple[tuple[PyTree, Head], PyTree]:
+        trunk_params, model_state = trunk.init(key)
+        features = jax.eval_shape(features_of, trunk_params, model_state, example_x)[0].shape[-1]
+        return (trunk_params, Head(jnp.zeros((features, ways)), jnp.zeros((ways,)))), model_state
+
+    def network_apply(params: tuple[PyTree, Head], model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
+        features, new_state = features_of(params[0], model_state, x)
+        return features @ params[1].kernel + params[1].bias, new_state
+
     learner = Learner(init=trunk.init, adapt=adapt, predict=learner_predict, task_loss=task_loss)
-    return Multitask(init=init, step=step, fit_head=fit_head, predict=predict, learner=learner)
+    scratch = maml(
+        Model(network_init, network_apply),
+        losses.cross_entropy,
+        steps=scratch_steps,
+        inner_optimizer=scratch_optimizer,
+        remat=True,  # keeps the loop of scratch_steps rolled: one step compiled, not scratch_steps
+        metrics={"accuracy": losses.accuracy},
+    )
+    return Multitask(init=init, step=step, fit_head=fit_head, predict=predict, learner=learner, scratch=scratch)
 
 
 def check_group_batch(batch: GroupBatch, num_heads: int) -> None:
@@ -336,48 +406,149 @@ def _sample_groups(sampler: GroupSampler, key: jax.Array, num_groups: int) -> Gr
     return GroupBatch(group, x.reshape(num_groups, points, *images.shape[1:]), y.reshape(num_groups, points))
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["images", "labels"], meta_fields=[])
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExampleSampler:
+    """Draws batches of examples for one softmax over every class: ``sampler(key, points) -> GroupBatch``
+    with one row (group 0) of ``points`` examples drawn uniformly with replacement from the whole data set,
+    each labelled with its class (``0 .. num_classes - 1``). Images stored as uint8 come out scaled to
+    [0, 1]. Build it with :func:`make_example_sampler`; it is a pytree.
+
+    Example::
+
+        >>> import jax, numpy as np
+        >>> ds = ClassDataset(np.zeros((12, 2, 2, 1), np.uint8), np.repeat(np.arange(4), 3), "abcd")
+        >>> batch = make_example_sampler(ds)(jax.random.key(0), 8)
+        >>> batch.group.tolist(), batch.x.shape, batch.y.shape
+        ([0], (1, 8, 2, 2, 1), (1, 8))
+    """
+
+    images: jax.Array  # (examples, *input_shape)
+    labels: jax.Array  # (examples,) int32
+
+    def __call__(self, key: jax.Array, points: int) -> GroupBatch:
+        return _sample_examples(self, key, positive_int("points", points))
+
+
+def make_example_sampler(dataset: ClassDataset) -> ExampleSampler:
+    """The :class:`ExampleSampler` of every example of ``dataset`` (copied to the default device), for
+    :func:`multitask` with ``num_heads=1, num_classes=dataset.num_classes``.
+
+    Example::
+
+        >>> import numpy as np
+        >>> ds = ClassDataset(np.zeros((10, 3), np.float32), np.repeat(np.arange(5), 2), "abcde")
+        >>> make_example_sampler(ds).labels.tolist()
+        [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    """
+    if not isinstance(dataset, ClassDataset):
+        raise TypeError(f"dataset must be a jmeta.data.ClassDataset; got {type(dataset).__name__}.")
+    return ExampleSampler(jnp.asarray(dataset.images), jnp.asarray(dataset.labels, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnames="points")
+def _sample_examples(sampler: ExampleSampler, key: jax.Array, points: int) -> GroupBatch:
+    picks = jax.random.randint(key, (points,), 0, sampler.labels.shape[0])
+    x = sampler.images[picks]
+    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+    return GroupBatch(jnp.zeros((1,), jnp.int32), x[None], sampler.labels[picks][None])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The `multitask` program of `jmeta train`
 
 
+TRUNKS = ("conv4", "dense64")
+TRAINING = ("all-classes", "groups")
+SYSTEM, BASELINE = "shared trunk, fitted head", "same network from scratch"
+
+
 def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-    """Trains ``SharedTrunk002`` (``config.features`` ReLU features) with one head per fixed group of
-    ``config.ways`` Omniglot training classes, ``config.steps`` Adam steps (``config.meta_lr``) on batches of
-    ``config.meta_batch`` groups with ``config.examples`` examples per class; then fits a fresh head by
-    ``config.head_steps`` gradient steps on each of ``config.eval_tasks`` test tasks' support sets."""
-    data = omniglot(config)
+    """Trains a shared trunk on the Omniglot training characters, then compares, on the same
+    ``config.eval_tasks`` test tasks, a head fitted on its frozen features with the same network trained
+    from scratch on each support set.
+
+    Config keys: ``model``: ``"conv4"`` (MAML's Conv-4, ``hidden`` filters, ``downsample``, ``pool``;
+    BatchNorm with batch statistics in training and its running averages at test) or ``"dense64"`` (the
+    article's ``SharedTrunk002``, ``features`` ReLU units); ``training``: ``"all-classes"`` (one softmax over
+    every training class, ``meta_batch`` examples per step) or ``"groups"`` (one head per fixed group of
+    ``ways`` classes, ``meta_batch`` groups of ``examples`` examples per class per step); ``steps`` Adam
+    steps from ``meta_lr``, cosine-decayed to 0; ``feature_scale``, ``test_feature_scale`` (0: no
+    normalisation), ``head_steps``, ``head_lr``, ``head_l2``: the features and the test head
+    (:func:`multitask`); ``scratch_steps`` Adam steps of ``scratch_lr`` for the baseline; test tasks of
+    ``ways`` classes, ``eval_shots`` and ``eval_queries`` per class; ``rotate``: the splits whose characters
+    also count rotated by 90, 180 and 270 degrees as classes of their own (``()`` or ``("train",)``).
+
+    Results: one row per learner, and ``comparison`` (the paired per-task gain in accuracy of the system
+    over the baseline); ``protocol.training_example_passes`` counts the forward and backward passes of
+    training examples, for matching compute with other meta-learners.
+    """
+    model, training = one_of("model", config.model, TRUNKS), one_of("training", config.training, TRAINING)
+    data = load("omniglot", config.data_dir or None, split=config.split, rotate=tuple(config.rotate))
     example = jnp.zeros((1, *data["train"].input_shape))
-    groups = make_group_sampler(data["train"], config.ways, config.examples, seed=config.seed)
+    if model == "conv4":
+        module = functools.partial(Conv4, None, hidden=config.hidden, downsample=config.downsample, pool=config.pool)
+        trunk, test_trunk = from_linen(module(), example), from_linen(module(use_running_average=True), example)
+    else:
+        trunk, test_trunk = from_linen(SharedTrunk002(features=config.features), example), None
+    if training == "all-classes":
+        sampler = make_example_sampler(data["train"])
+        heads, classes, passes_per_step = 1, data["train"].num_classes, config.meta_batch
+    else:
+        sampler = make_group_sampler(data["train"], config.ways, config.examples, seed=config.seed)
+        heads, classes = sampler.num_groups, config.ways
+        passes_per_step = config.meta_batch * config.ways * config.examples
+    steps = positive_int("steps", config.steps)
     mt = multitask(
-        from_linen(SharedTrunk002(features=config.features), example),
+        trunk,
         example,
-        num_heads=groups.num_groups,
-        num_classes=config.ways,
-        optimizer=optax.adam(config.meta_lr),
+        num_heads=heads,
+        num_classes=classes,
+        ways=config.ways,
+        optimizer=optax.adam(optax.cosine_decay_schedule(positive_float("meta_lr", config.meta_lr), steps)),
         head_steps=config.head_steps,
         head_lr=config.head_lr,
+        head_l2=config.head_l2,
+        feature_scale=config.feature_scale or None,
+        test_feature_scale=config.test_feature_scale or None,
+        test_trunk=test_trunk,
+        scratch_steps=config.scratch_steps,
+        scratch_optimizer=optax.adam(positive_float("scratch_lr", config.scratch_lr)),
     )
-    init_key, train_key, test_key = jax.random.split(jax.random.key(config.seed), 3)
+    init_key, train_key, test_key, scratch_key = jax.random.split(jax.random.key(config.seed), 4)
     state = mt.init(init_key)
-    for step in range(positive_int("steps", config.steps)):
-        state, metrics = mt.step(state, groups(jax.random.fold_in(train_key, step), config.meta_batch))
+    start = time.perf_counter()
+    for step in range(steps):
+        state, metrics = mt.step(state, sampler(jax.random.fold_in(train_key, step), config.meta_batch))
+    jax.block_until_ready(state)
+    training_seconds = time.perf_counter() - start
     test = make_episode_sampler(data["test"], config.ways, config.eval_shots, config.eval_queries)
-    results = evaluate(
-        mt.learner,
-        state.params.trunk,
-        state.model_state,
-        test,
-        test_key,
-        num_tasks=config.eval_tasks,
-        steps=(0, config.head_steps),
-    )
-    protocol = {
-        **few_shot_protocol(config, f"last, step {config.steps} (final training loss {float(metrics['loss']):.4g})"),
-        "inner_steps": [0, config.head_steps],
-        "inner_lr": config.head_lr,
-        "training_groups": groups.num_groups,
+    scratch_params, scratch_state = mt.scratch.init(scratch_key)
+    accuracy = {
+        SYSTEM: _accuracies(mt.learner, state.params.trunk, state.model_state, test, test_key, config.head_steps,
+                            config.eval_tasks),
+        BASELINE: _accuracies(mt.scratch, scratch_params, scratch_state, test, test_key, config.scratch_steps,
+                              config.eval_tasks),
     }
-    rows = {f"head steps {k}": {"accuracy": by_metric["accuracy"]} for k, by_metric in results.items()}
-    return report(config, rows, protocol)
+    protocol = {
+        **few_shot_protocol(config, f"last, step {steps} (final training loss {float(metrics['loss']):.4g})"),
+        "inner_steps": {SYSTEM: config.head_steps, BASELINE: config.scratch_steps},
+        "inner_lr": f"head: gradient descent {config.head_lr}, from scratch: Adam {config.scratch_lr}",
+        "model": model,
+        "training": training,
+        "training_rotations": "train" in config.rotate,
+        "training_heads": heads,
+        "training_classes_per_head": classes,
+        "training_example_passes": steps * passes_per_step,
+        "training_seconds": round(training_seconds, 1),
+    }
+    rows = {name: {"accuracy": estimate(values)} for name, values in accuracy.items()}
+    gain = paired_gain(accuracy[SYSTEM], accuracy[BASELINE])
+    return report(config, rows, protocol, comparison=comparison(SYSTEM, BASELINE, gain))
 
 
+def _accuracies(
+    learner: Learner, params: PyTree, model_state: PyTree, test: Any, key: jax.Array, steps: int, tasks: int
+) -> np.ndarray:
+    """Per-task query accuracies after ``steps`` inner steps; the same tasks for the same ``test`` and ``key``."""
+    return per_task_metrics(learner, params, model_state, test, key, num_tasks=tasks, steps=(steps,))[steps]["accuracy"]
