@@ -13,15 +13,18 @@ examples per class per step), are options.
 ``steps``: Adam steps; ``meta_batch``: training examples per step; ``eval_tasks``: test tasks.
 
 Run: jmeta train experiments/seed002_multitask.py --workdir runs/seed002_multitask
+(reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
+for another folder)
 """
 
+from jmeta.data import default_data_dir
 from jmeta.experiment import few_shot_config
 
 
 def get_config():
     config = few_shot_config("omniglot", "maml", ways=5, shots=1)
     config.program = "multitask"
-    config.data_dir = "../shared/data/omniglot"
+    config.data_dir = str(default_data_dir("omniglot"))
     config.model, config.training, config.pool, config.rotate = "conv4", "all-classes", "mean", ("train",)
     config.features, config.examples = 64, 5  # model=dense64; training=groups
     config.meta_batch, config.meta_lr, config.steps = 128, 3e-3, 5000  # 640,000 example passes
