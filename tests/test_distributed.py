@@ -57,7 +57,6 @@ def _results(workdir: Path) -> dict:
     return json.loads((workdir / "results.json").read_text())
 
 
-@pytest.mark.slow
 def test_two_processes_give_the_run_of_one_process_with_two_devices(tmp_path):
     overrides = ["steps=100", *RUN]
     reference = _train(tmp_path / "one", overrides, 2)
