@@ -71,9 +71,11 @@ def test_two_processes_give_the_run_of_one_process_with_two_devices(tmp_path):
     assert [(r["protocol"]["devices"], r["protocol"]["processes"]) for r in results] == [(2, 1), (2, 2)]
     np.testing.assert_allclose(results[1]["results"]["1"]["loss"]["mean"], results[0]["results"]["1"]["loss"]["mean"])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        ".lock",
         "checkpoints",
         "config.json",
         "metrics.jsonl",
+        "model_input.json",
         "results.json",
         "sinusoid_adaptation.png",
         "tensorboard",
