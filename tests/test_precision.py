@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import optax
 import pytest
 from conftest import REPO
-from jmeta.programs import train_steps
 
 import jmeta
 from jmeta.batching import _equations
 from jmeta.experiment import build, load_config
+from jmeta.systems.common import train_steps
 from jmeta.tasks import SinusoidSampler
 
 
