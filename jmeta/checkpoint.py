@@ -89,7 +89,7 @@ class Checkpoints:
         step = int(state.step)
         item = self._placed(_item(state, sampler_key))
         try:
-            with _interrupt_deferred():
+            with interrupt_deferred():
                 self.latest.save(step, args=ocp.args.StandardSave(item), force=True)
                 if validation is not None:
                     self.best.save(step, args=ocp.args.StandardSave(item), metrics=validation, force=True)
@@ -147,7 +147,7 @@ class Checkpoints:
 
 
 @contextlib.contextmanager
-def _interrupt_deferred() -> Iterator[None]:
+def interrupt_deferred() -> Iterator[None]:
     """Holds a SIGINT (Ctrl-C) back until the block ends, then delivers it: a checkpoint is written whole."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -221,7 +221,7 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
 
     train = sampler("train", config.ways, config.shots, config.queries, config.get("augment", ""))
     evaluation = (config.eval_ways, config.eval_shots, config.eval_queries)
-    val = sampler("val", *evaluation) if "val" in data.splits else None
+    val = sampler("val", *evaluation) if "val" in data.splits and config.get("val_every", 1) else None
     test = sampler("test", *evaluation)
     example = jnp.zeros((1, *data["train"].input_shape))
     return TaskFamily(train, val, test, example, *scoring(config.task))

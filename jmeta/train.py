@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jmeta import parallel
-from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints
+from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred
 from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import Experiment, apply_override, build, describe
@@ -149,7 +150,9 @@ def evaluate_workdir(
             allowed = ", ".join(f"{key}=..." for key in EVAL_OVERRIDES)
             raise ValueError(f"jmeta eval only takes the overrides {allowed}; got {override!r}.")
         apply_override(config, override)
-    experiment = build(config)
+    test_only = copy.deepcopy(config)
+    test_only.val_every = 0  # no validation sampler: eval_ways and eval_shots need only fit the test classes
+    experiment = build(test_only)
     best = best and bool(config.val_every)
     state = restore_state(workdir, config, experiment.learner, experiment.meta_optimizer, best=best)
     label = None if best or not config.val_every else f"latest checkpoint (--last), step {int(state.step)}"
@@ -270,7 +273,8 @@ def meta_train(
                 count = min(config.log_every, config.steps - done)
                 if count not in compiled:
                     bar.set_description("compiling")
-                    compiled[count] = run_steps.lower(state, sampler, count).compile()
+                    with interrupt_deferred():  # Ctrl-C inside XLA's compiler can crash the process on exit
+                        compiled[count] = run_steps.lower(state, sampler, count).compile()
                     bar.set_description("meta-train")
                 start = time.perf_counter()
                 state, metrics = compiled[count](state, sampler)

@@ -23,7 +23,7 @@ from jmeta.cli import main
 from jmeta.experiment import build, load_config
 from jmeta.lock import workdir_lock
 from jmeta.plotting import learning_curves
-from jmeta.train import checkpoint_validation, format_results, prepare_workdir
+from jmeta.train import checkpoint_validation, evaluate_workdir, format_results, prepare_workdir
 
 SINUSOID = str(REPO / "experiments" / "sinusoid_maml.py")
 SHORT = ["steps=20", "log_every=10", "val_every=10", "val_tasks=4", "eval_tasks=10", "eval_steps=(0, 1)"]
@@ -270,3 +270,14 @@ def test_ctrl_c_prints_one_line_and_exits_130_and_tensorboard_keeps_every_checkp
     )
     match = re.fullmatch(pattern, last_line)
     assert match and int(match[1]) >= int(match[2]) > first, last_line
+
+
+def test_eval_ways_need_only_fit_the_test_classes_not_the_validation_classes(tmp_path):
+    config_path = tmp_path / "digits_protonet.py"
+    config_path.write_text(DIGITS_PROTONET)
+    workdir = tmp_path / "run"
+    # 10 digit classes: 5 test; of the 5 train classes, 2 carved for validation (2-way validation tasks).
+    overrides = ["ways=2", "eval_ways=2", "val_fraction=0.4", "val_every=2", "val_tasks=4"]
+    assert main(["train", str(config_path), "--workdir", str(workdir), *overrides]) == 0
+    results, path = evaluate_workdir(workdir, ["eval_ways=4"])
+    assert results["protocol"]["ways"] == 4 and path.name == "eval_best_eval_ways=4.json"
