@@ -267,14 +267,13 @@ def _predict_run(args: argparse.Namespace) -> int:
     if not args.support and not (args.support_x and args.support_y):
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
     run = runs.load_run(args.workdir, args.checkpoint)
-    invert = run.config.task == "omniglot"  # Omniglot's pixels are ink = 1
     class_names: list[str] = []
     if args.support:
         folders = sorted(p for p in Path(args.support).iterdir() if p.is_dir() and not p.name.startswith("."))
         files = [runs.image_files(folder) for folder in folders]
         if not folders or not all(files):
             raise ValueError(f"--support {args.support} must hold one folder of images per class (each non-empty).")
-        support_x = runs.read_images([f for group in files for f in group], run.input_shape, invert=invert)
+        support_x = runs.read_images([f for group in files for f in group], run)
         support_y = np.repeat(np.arange(len(folders)), [len(group) for group in files])
         class_names = [folder.name for folder in folders]
     else:
@@ -282,7 +281,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     query_names: list[str] = []
     if Path(args.query).is_dir():
         query_files = runs.image_files(Path(args.query))
-        query_x = runs.read_images(query_files, run.input_shape, invert=invert)
+        query_x = runs.read_images(query_files, run)
         query_names = [path.name for path in query_files]
     else:
         query_x = np.load(args.query)

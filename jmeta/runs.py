@@ -36,7 +36,6 @@ from jmeta.validation import one_of, positive_int
 
 MODEL_INPUT = "model_input.json"
 CHECKPOINTS = ("best", "latest")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 class Run(NamedTuple):
@@ -180,33 +179,34 @@ def _support_labels(run: Run, support_y: Any, points: int) -> jax.Array:
     return jnp.asarray(support_y, jnp.int32)
 
 
-def read_images(paths: Sequence[Path], input_shape: Sequence[int], *, invert: bool = False) -> np.ndarray:
-    """Image files as a ``(len(paths), *input_shape)`` float32 array in [0, 1]: converted to grey (1
-    channel) or RGB (3), resized to the height and width of ``input_shape``, and, with ``invert``
-    (Omniglot: 1 = ink), inverted.
-
-    Example::
-
-        >>> read_images([], (28, 28, 1)).shape
-        (0, 28, 28, 1)
+def read_images(paths: Sequence[Path], run: Run) -> np.ndarray:
+    """Image files prepared as ``run``'s data set prepares its own, as a ``(len(paths), *run.input_shape)``
+    float32 array in [0, 1]: by the data set's registered ``preprocess`` (e.g. Omniglot's resizing and
+    inversion, with the run's data options), else converted to the run's channels and size as
+    :func:`jmeta.data.from_folder` does. Raises ValueError for no paths or a run whose task has no images.
     """
-    from PIL import Image
+    from jmeta import data
+    from jmeta.data.registry import entry
+    from jmeta.experiment import data_options
 
-    height, width, channels = input_shape
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
-        raise ValueError(f"images can only feed a model taking 1 or 3 channels; this one takes {channels}.")
-    images = np.zeros((len(paths), height, width, channels), np.float32)
-    for i, path in enumerate(paths):
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(mode).resize((width, height), Image.Resampling.LANCZOS), np.float32)
-        pixels = pixels.reshape(height, width, channels) / 255.0
-        images[i] = 1.0 - pixels if invert else pixels
-    return images
+    if not paths:
+        raise ValueError("no image files to read.")
+    task = run.config.task
+    if task not in data.dataset_names():
+        raise ValueError(f"the run's task {task!r} is not a data set of images; give .npy inputs instead.")
+    if entry(task).preprocess is not None:
+        images = data.preprocess(task, list(paths), **data_options(run.config))
+    else:
+        height, width, channels = run.input_shape
+        images = data.folder.preprocess(list(paths), image_size=(height, width), channels=channels)
+    return images.astype(np.float32) / 255.0
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted; hidden files (e.g. macOS ``._*``) are skipped."""
+    """The image files directly in ``folder``, sorted; hidden, system and non-image files are skipped as
+    the data readers skip them (``jmeta.data.files.skip_reason``)."""
+    from jmeta.data.files import skip_reason
+
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images.")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_file() and skip_reason(p.name) is None)
