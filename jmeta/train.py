@@ -47,7 +47,7 @@ from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import Experiment, apply_override, build, describe
 from jmeta.lock import workdir_lock
-from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
+from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
@@ -55,10 +55,6 @@ from jmeta.runs import read_config, restore_state, save_model_input
 RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm", "devices")
 # Keys `jmeta eval` may override: they only change the meta-test protocol (or the devices it runs on).
 EVAL_OVERRIDES = ("eval_tasks", "eval_steps", "eval_ways", "eval_shots", "eval_queries", "eval_batch_norm", "devices")
-
-
-class NonFiniteError(FloatingPointError):
-    """The loss or gradient norm became NaN or infinite during meta-training."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
