@@ -21,7 +21,6 @@ def get_config():
     config.image_size, config.channels, config.fractions = 28, 1, (0.7, 0.15, 0.15)
     config.queries, config.eval_queries = 5, 5
     config.downsample = "maxpool"
-    config.inner_steps, config.eval_steps = 0, (0,)  # prototypes, no gradient steps
-    config.inner_lr = 0.0
+    config.eval_steps = (0,)  # prototypes, no gradient steps
     config.meta_batch, config.steps = 4, 10_000
     return config

@@ -16,8 +16,7 @@ def get_config():
     config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.eval_ways, config.queries, config.eval_queries = 5, 5, 5
     config.downsample = "maxpool"
-    config.inner_steps, config.eval_steps = 0, (0,)  # prototypes, no gradient steps
-    config.inner_lr = 0.0
+    config.eval_steps = (0,)  # prototypes, no gradient steps
     config.meta_batch, config.steps = 1, 20_000
     config.published = {"0": 0.988}
     config.published_source = "Snell et al. 2017, Table 1 (Prototypical Networks, Omniglot 5-way 1-shot: 98.8%)"

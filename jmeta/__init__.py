@@ -9,12 +9,14 @@ Example::
     >>> state = trainer.init(jax.random.key(0))
 """
 
-from jmeta import batching, losses, models, parallel, tasks
+from jmeta import batching, experiment, losses, models, parallel, tasks
+from jmeta.data.registry import register_dataset, register_split
 from jmeta.evaluation import Estimate, estimate, evaluate
 from jmeta.learners import Learner, TaskOutput, fomaml, maml
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
 from jmeta.nn import Model, from_linen, from_nnx
-from jmeta.tasks import Task
+from jmeta.registry import register_learner, register_model, register_program, register_task_family
+from jmeta.tasks import Task, sampler
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ __all__ = [
     "batching",
     "estimate",
     "evaluate",
+    "experiment",
     "fomaml",
     "from_linen",
     "from_nnx",
@@ -48,5 +51,12 @@ __all__ = [
     "meta_trainer",
     "models",
     "parallel",
+    "register_dataset",
+    "register_learner",
+    "register_model",
+    "register_program",
+    "register_split",
+    "register_task_family",
+    "sampler",
     "tasks",
 ]

@@ -256,6 +256,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jmeta import runs
+    from jmeta.experiment import components
 
     if args.artifact or args.inputs:
         raise ValueError("give either --workdir or an artifact folder with an inputs file, not both.")
@@ -289,7 +290,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     if args.outputs:
         np.save(args.outputs, outputs)
     for i, row in enumerate(outputs):
-        if run.config.task == "sinusoid":
+        if components(run.config).task.properties["labels"] == "values":
             prediction = " ".join(f"{value:.6g}" for value in row)
         else:
             label = int(np.argmax(row))

@@ -185,7 +185,7 @@ def per_task_metrics(
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
     check_mode(batch_norm)
-    if batch_norm == "running" and _adapts_the_network(learner):
+    if batch_norm == "running" and learner.adapts_network:
         warnings.warn(
             "batch_norm='running' normalises with the running averages in model_state, but this learner's inner "
             "loop adapts the network and meta-training normalised every pass with batch statistics: the running "
@@ -208,11 +208,6 @@ def per_task_metrics(
             for name, values in by_name.items():
                 collected[k].setdefault(name, []).append(np.asarray(values)[:count])
     return {k: {name: np.concatenate(v) for name, v in by_name.items()} for k, by_name in collected.items()}
-
-
-def _adapts_the_network(learner: Learner) -> bool:
-    """Whether ``learner`` comes from a jmeta learner whose inner loop changes the network's parameters."""
-    return learner.adapt.__qualname__.split(".")[0] in ("maml", "anil", "metasgd", "mamlpp", "reptile", "imaml")
 
 
 @functools.lru_cache(maxsize=64)

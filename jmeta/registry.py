@@ -28,9 +28,9 @@ Example::
     ...     return "a small widget"
     >>> reg["small"].properties["size"], reg["small"].builder(None)
     (1, 'a small widget')
-    >>> reg["smal"]
+    >>> reg["smal"]  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    ValueError: widget must be one of 'small' (or a name registered with register_widget); got 'smal' (did you mean 'small'?).
+    ValueError: widget must be one of 'small' (or a name registered with register_widget); got 'smal' (did you ...?).
 """
 
 from __future__ import annotations
@@ -153,16 +153,18 @@ def snapshot() -> tuple[int, ...]:
 LEARNERS = Registry(
     "learner",
     properties={
-        # config keys the builder reads (beside the run's own keys, jmeta.experiment.RUN_KEYS)
+        # config keys the builder reads (beside the run's own, jmeta.experiment.RUN_KEYS), and optional ones
+        # with their defaults; either may be a function of the config
         "keys": (),
+        "optional_keys": {},
         # the model is an embedding without a classifier head (the learner classifies embeddings itself)
         "embedding": False,
         # tests with any number of ways (eval_ways may differ from ways)
         "any_ways": False,
         # has an inner learning rate, config key inner_lr (stated in the protocol)
         "inner_lr": False,
-        # config keys that set a schedule spanning `steps` (fixed when the run starts: schedule_steps)
-        "schedule": (),
+        # its meta-optimiser's schedule spans the run (jmeta.experiment.schedule_horizon: fixed when it starts)
+        "schedule": False,
     },
 )
 # Task families: ``builder(config) -> TaskFamily`` (samplers and an example input); loss and metrics declared.
@@ -170,6 +172,7 @@ TASK_FAMILIES = Registry(
     "task family",
     properties={
         "keys": (),
+        "optional_keys": {},
         "loss": REQUIRED,  # loss(predictions, targets) -> scalar, the inner and outer loss
         "metrics": {},  # name -> metric(predictions, targets), reported beside the loss
         "labels": "classes",  # "classes": integer labels 0..outputs-1; "values": float targets (regression)
@@ -179,7 +182,7 @@ TASK_FAMILIES = Registry(
     register_with="register_task_family",
 )
 # Models: ``builder(config, example_input, outputs) -> Model``; outputs None: an embedding (no head).
-MODELS = Registry("model", properties={"keys": ()})
+MODELS = Registry("model", properties={"keys": (), "optional_keys": {}})
 # Programs (source systems trained otherwise than episode by episode): ``program(config, workdir) -> results``.
 PROGRAMS = Registry("program", properties={})
 ALL = (LEARNERS, TASK_FAMILIES, MODELS, PROGRAMS)
@@ -187,9 +190,10 @@ ALL = (LEARNERS, TASK_FAMILIES, MODELS, PROGRAMS)
 
 def register_learner(name: str, builder: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any):
     """Registers a learner for configs' ``learner=name``: ``builder(config, model, family) -> (learner,
-    meta_optimizer)``. Properties: ``keys`` (config keys it reads), ``embedding`` (its model has no head),
-    ``any_ways`` (tests with other ways than it trains with), ``inner_lr`` (has config key ``inner_lr``),
-    ``schedule`` (keys of a meta-optimiser schedule spanning ``steps``). Usable as a decorator.
+    meta_optimizer)``. Properties: ``keys`` (config keys it reads), ``optional_keys`` ({key: default}),
+    ``embedding`` (its model has no head), ``any_ways`` (tests with other ways than it trains with),
+    ``inner_lr`` (has config key ``inner_lr``, stated in the protocol), ``schedule`` (its meta-optimiser's
+    schedule spans the run: built from ``jmeta.experiment.schedule_horizon(config)``). Usable as a decorator.
 
     Example::
 
@@ -207,14 +211,15 @@ def register_task_family(
 ):
     """Registers a task family for configs' ``task=name``: ``builder(config) -> TaskFamily``. Properties:
     ``loss`` and ``metrics`` (required loss, optional named metrics), ``outputs(config) -> int`` (outputs of
-    a head), ``labels`` ("classes" or "values"), ``keys`` (config keys it reads), ``figure``. Usable as a
-    decorator; docs: "Your own task family"."""
+    a head), ``labels`` ("classes" or "values"), ``keys`` and ``optional_keys`` (config keys it reads),
+    ``figure``. Usable as a decorator; docs: "Your own task family"."""
     return TASK_FAMILIES.register(name, builder, replace=replace, **properties)
 
 
 def register_model(name: str, builder: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any):
     """Registers a model for configs' ``model=name``: ``builder(config, example_input, outputs) -> jmeta.Model``
-    (``outputs`` None: the learner wants an embedding, no head). Property ``keys``: the config keys it reads.
+    (``outputs`` None: the learner wants an embedding, no head). Properties ``keys`` and ``optional_keys``:
+    the config keys it reads.
     Usable as a decorator."""
     return MODELS.register(name, builder, replace=replace, **properties)
 

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jmeta.checkpoint import Checkpoints
-from jmeta.experiment import LEARNERS, apply_run_defaults, build_learner, family_without_data
+from jmeta.experiment import apply_run_defaults, build_learner, components, family_without_data, import_components
 from jmeta.learners.base import Learner
 from jmeta.meta_trainer import TrainState, meta_trainer
 from jmeta.nn import PyTree
@@ -68,10 +68,10 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
     one_of("checkpoint", checkpoint, CHECKPOINTS)
     workdir = Path(workdir)
     config = read_config(workdir)
-    if config.get("program") or config.get("learner") not in LEARNERS:
+    if config.get("program"):
         raise ValueError(
-            f"{str(workdir)!r} is a run of program {config.get('program')!r}: load_run rebuilds the meta-learners "
-            f"of jmeta.experiment.LEARNERS ({', '.join(LEARNERS)}) only."
+            f"{str(workdir)!r} is a run of program {config.program!r}: load_run rebuilds meta-learner runs only "
+            "(a program's results are in its results.json)."
         )
     input_shape = model_input_shape(workdir, config)
     learner, meta_optimizer = build_learner(config, family_without_data(config, input_shape))
@@ -82,11 +82,14 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
 
 
 def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a run was trained with (``workdir/config.json``)."""
+    """The config a run was trained with (``workdir/config.json``), after importing the modules that register
+    its components (``imports``), so that a user's learner, task family or model rebuilds in a fresh process."""
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {str(workdir)!r} a `jmeta train` workdir?")
-    return apply_run_defaults(ml_collections.ConfigDict(json.loads(path.read_text())))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    import_components(config)
+    return apply_run_defaults(config)
 
 
 def save_model_input(workdir: Path, example_input: jax.Array) -> None:
@@ -96,12 +99,10 @@ def save_model_input(workdir: Path, example_input: jax.Array) -> None:
 
 
 def model_input_shape(workdir: Path, config: ml_collections.ConfigDict) -> tuple[int, ...]:
-    """The shape of one input of the run's model, from ``model_input.json`` (sinusoid: ``(1,)``)."""
+    """The shape of one input of the run's model, from ``model_input.json``."""
     path = workdir / MODEL_INPUT
     if path.is_file():
         return tuple(json.loads(path.read_text())["shape"])
-    if config.task == "sinusoid":
-        return (1,)
     raise FileNotFoundError(
         f"{path} not found: the run was written by an older jmeta. Run its `jmeta train` command again (a "
         "finished run only meta-tests again) to write it."
@@ -160,12 +161,16 @@ def predict(run: Run, support_x: Any, support_y: Any, query_x: Any, *, steps: in
 
 
 def _support_labels(run: Run, support_y: Any, points: int) -> jax.Array:
+    """``support_y`` checked against what the run's task family declares: float targets ``(points,
+    outputs)`` for ``labels="values"``, else integer class labels below the classes the learner handles."""
     support_y = np.asarray(support_y)
-    if run.config.task == "sinusoid":
-        if support_y.shape != (points, run.config.outputs):
-            raise ValueError(f"support_y must have shape ({points}, {run.config.outputs}); got {support_y.shape}.")
+    family, _, learner = components(run.config)
+    outputs = family.properties["outputs"](run.config)
+    if family.properties["labels"] == "values":
+        if support_y.shape != (points, outputs):
+            raise ValueError(f"support_y must have shape ({points}, {outputs}); got {support_y.shape}.")
         return jnp.asarray(support_y, jnp.float32)
-    ways = max(run.config.ways, run.config.eval_ways) if run.config.learner == "protonet" else run.config.ways
+    ways = max(outputs, run.config.get("eval_ways", outputs)) if learner.properties["any_ways"] else outputs
     if support_y.shape != (points,) or not np.issubdtype(support_y.dtype, np.integer):
         raise ValueError(
             f"support_y must be {points} integer class labels, shape ({points},); got dtype {support_y.dtype} and "
@@ -192,7 +197,7 @@ def read_images(paths: Sequence[Path], run: Run) -> np.ndarray:
     if not paths:
         raise ValueError("no image files to read.")
     task = run.config.task
-    if task not in data.dataset_names():
+    if task not in data.dataset_names():  # a task family of its own, not episodes of a registered data set
         raise ValueError(f"the run's task {task!r} is not a data set of images; give .npy inputs instead.")
     if entry(task).preprocess is not None:
         images = data.preprocess(task, list(paths), **data_options(run.config))

@@ -3,8 +3,9 @@
 ``workdir`` holds ``config.json`` (the run's config), ``model_input.json`` (the shape of one input, to
 rebuild the model without data: ``jmeta.load_run``), ``metrics.jsonl`` (one JSON object per logging
 step), ``tensorboard/`` (the same as event files), ``checkpoints/{latest,best}`` (Orbax), ``results.json``
-(meta-test estimates with their protocol), ``eval_*.json`` (from ``jmeta eval``) and, for sinusoid,
-``sinusoid_adaptation.png``. One ``jmeta train`` at a time writes to a workdir (``jmeta.lock``).
+(meta-test estimates with their protocol), ``eval_*.json`` (from ``jmeta eval``) and, for task families
+that declare a ``figure`` (sinusoid), ``<task>_adaptation.png``. One ``jmeta train`` at a time writes to a
+workdir (``jmeta.lock``).
 
 Running the same command again on a workdir resumes from its latest checkpoint and ends with the same
 metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
@@ -45,7 +46,16 @@ from jmeta import parallel
 from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred
 from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
-from jmeta.experiment import Experiment, apply_override, build, describe
+from jmeta.experiment import (
+    Experiment,
+    apply_override,
+    apply_run_defaults,
+    build,
+    check_config,
+    components,
+    describe,
+    family_component,
+)
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
@@ -92,6 +102,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
             "(as `jmeta train` does), not train_and_evaluate."
         )
+    check_config(config)
+    fix_schedule(config, Path(workdir))
     experiment = build(config)  # reads only: a bad config leaves no workdir behind
     check_meta_batch(config.meta_batch, run_mesh_of(config))
     # One process of a multi-process run holds the lock for all of them.
@@ -168,29 +180,31 @@ def finish(
     if not is_main_process():
         return results
     write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
-    if config.task == "sinusoid":
-        from jmeta.plotting import plot_sinusoid_adaptation
-
-        plot_sinusoid_adaptation(
+    figure = family_component(config.task).properties["figure"]
+    if figure is not None:
+        figure(
             experiment.learner,
             state.params,
             state.model_state,
             keys.plot,
-            shots=config.eval_shots,
-            steps=(0, 1, 10),
-            path=workdir / "sinusoid_adaptation.png",
+            config,
+            workdir / f"{config.task}_adaptation.png",
         )
     return results
 
 
 def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
-    """Creates ``workdir`` with ``config.json``, or checks that an existing run there has the same config."""
+    """Creates ``workdir`` with ``config.json``, or checks that an existing run there has the same config
+    (keys a run's config lacks because an older jmeta wrote it count as their defaults). A ``config.json``
+    without any checkpoint beside it (a start that failed) is replaced. The record stays true: a lower
+    ``steps`` than the run already reached keeps the saved ``steps``."""
     workdir = Path(workdir)
     if is_main_process():
         workdir.mkdir(parents=True, exist_ok=True)
     saved_path, current = workdir / "config.json", describe(config)
-    if saved_path.exists():
-        saved = json.loads(saved_path.read_text())
+    reached = checkpointed_step(workdir)
+    if saved_path.exists() and reached is not None:
+        saved = describe(apply_run_defaults(ml_collections.ConfigDict(json.loads(saved_path.read_text()))))
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if set(changed) - set(RESUMABLE_CHANGES):
             differences = "; ".join(f"{key}: {_shown(saved, key)} there, {_shown(current, key)} now" for key in changed)
@@ -198,9 +212,41 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
                 f"workdir {str(workdir)!r} holds a run with a different config ({differences}); use a new "
                 f"--workdir, or the same config (only {RESUMABLE_CHANGES} may change when resuming)."
             )
+        if "steps" in current and current["steps"] < min(reached, saved["steps"]):
+            print(
+                f"the run in {workdir} already reached step {reached}; steps={current['steps']} trains nothing more, "
+                f"and its config.json keeps steps={saved['steps']}",
+                file=sys.stderr,
+            )
+            current["steps"] = saved["steps"]
     if is_main_process():
         write_atomically(saved_path, json.dumps(current, indent=2) + "\n")
     return workdir
+
+
+def checkpointed_step(workdir: Path) -> int | None:
+    """The newest step under ``workdir/checkpoints/latest`` (complete or not), or ``None`` without one."""
+    steps = [int(p.name) for p in (workdir / "checkpoints" / "latest").glob("*") if p.name.isdigit()]
+    return max(steps, default=None)
+
+
+def fix_schedule(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Fixes the horizon of a learner's meta-optimiser schedule (learners that declare ``schedule``) when
+    the run starts: ``schedule_steps`` 0 becomes ``steps``, or, when resuming, the horizon the run started
+    with, said in one line if ``steps`` changed. Setting ``schedule_steps`` to another value than the run's
+    is refused by the config check on resume (it is not a resumable change)."""
+    if not components(config).learner.properties["schedule"] or config.get("schedule_steps"):
+        return
+    saved_path = workdir / "config.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() and checkpointed_step(workdir) else {}
+    horizon = saved.get("schedule_steps") or saved.get("steps") or config.steps
+    if horizon != config.steps and is_main_process():
+        print(
+            f"the {config.learner} meta-optimiser's schedule keeps the horizon the run started with, "
+            f"schedule_steps={horizon} (steps={config.steps} now)",
+            file=sys.stderr,
+        )
+    config.schedule_steps = horizon
 
 
 def _shown(config: dict[str, Any], key: str) -> str:
@@ -346,7 +392,7 @@ def validate(
     """Query metrics on ``config.val_tasks`` validation tasks after ``config.inner_steps`` inner steps: the
     objective being meta-trained (more steps than were trained can diverge on a few tasks), as means over
     the tasks with finite values, and ``val_diverged``: the most tasks any metric had non-finite."""
-    steps = config.inner_steps
+    steps = config.get("inner_steps", 0)  # 0 for learners without an inner loop (their steps do nothing)
     estimates = evaluate(
         experiment.learner,
         state.params,
@@ -411,7 +457,7 @@ def meta_test(
             "shots": config.eval_shots,
             "queries_per_task": config.eval_queries * (config.get("eval_ways", config.get("ways")) or 1),
             "inner_steps": list(config.eval_steps),
-            "inner_lr": None if config.learner == "protonet" else config.inner_lr,  # no inner gradient step
+            "inner_lr": _inner_lr(config),
             "batch_norm": options.get("batch_norm", config.get("batch_norm", "none")),
             "checkpoint": checkpoint,
             "ci": "95%, 1.96 * std / sqrt(tasks)",
@@ -423,6 +469,14 @@ def meta_test(
         "published": dict(config.published),
         "published_source": config.published_source,
     }
+
+
+def _inner_lr(config: ml_collections.ConfigDict) -> Any:
+    """The protocol's inner learning rate: for learners that declare one, ``inner_lr`` or the optimiser
+    ``inner_optimizer`` names; ``None`` for the others (no inner gradient step)."""
+    if not components(config).learner.properties["inner_lr"]:
+        return None
+    return dict(config.inner_optimizer) if config.get("inner_optimizer") else config.inner_lr
 
 
 def format_results(results: dict[str, Any]) -> str:

@@ -42,9 +42,9 @@ from jmeta.experiment import few_shot_config
 
 def get_config():
     config = few_shot_config("digits", "protonet", ways=5, shots=1)
-    del config.hidden
-    config.split, config.model, config.hidden, config.outputs = "", "mlp", (16,), 8
-    config.inner_steps, config.eval_steps, config.inner_lr = 0, (0,), 0.0
+    del config.hidden, config.downsample, config.pool
+    config.split, config.model, config.hidden = "", "mlp", (16, 8)
+    config.eval_steps = (0,)
     config.meta_batch, config.steps, config.log_every, config.val_every = 2, 4, 2, 0
     config.eval_tasks = 6
     return config
@@ -197,6 +197,9 @@ def test_diverged_validation_tasks_do_not_choose_the_checkpoint(tmp_path, mlp_mo
 
 
 def test_a_changed_config_error_shows_old_and_new_values(tmp_path):
+    prepare_workdir(tmp_path, load_config(SINUSOID))
+    prepare_workdir(tmp_path, load_config(SINUSOID, ["seed=3"]))  # no checkpoint yet: a failed start is replaced
+    (tmp_path / "checkpoints" / "latest" / "20").mkdir(parents=True)
     prepare_workdir(tmp_path, load_config(SINUSOID))
     with pytest.raises(ValueError, match=r"meta_lr: 0\.001 there, 0\.01 now; seed: 0 there, 3 now\)"):
         prepare_workdir(tmp_path, load_config(SINUSOID, ["meta_lr=0.01", "seed=3"]))

@@ -8,7 +8,8 @@ set's class names, ``split(class_names) -> {"train": [...], "val": [...], "test"
 left out), registered for one data set and chosen with ``split=NAME``.
 
 jmeta's own data sets are registered the same way (in :mod:`jmeta.data`); a user's are added with
-:func:`register_dataset` and :func:`register_split`, without editing jmeta.
+:func:`register_dataset` and :func:`register_split` (also ``jmeta.register_dataset``/``jmeta.register_split``),
+without editing jmeta. Both are :class:`jmeta.registry.Registry` s, the pattern of every registry in jmeta.
 
 Example::
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from jmeta.data.dataset import FewShotData
+from jmeta.registry import Registry
 
 Loader = Callable[..., FewShotData]
 Preprocess = Callable[..., np.ndarray]
@@ -49,8 +51,8 @@ class DatasetEntry:
     preprocess: Preprocess | None
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
-_SPLITS: dict[str, dict[str, SplitFunction]] = {}
+DATASETS = Registry("data set", properties={"options": (), "preprocess": None}, register_with="jmeta.register_dataset")
+_SPLITS: dict[str, Registry] = {}
 
 
 def register_dataset(name: str, loader: Loader, *, preprocess: Preprocess | None = None, replace: bool = False) -> None:
@@ -72,13 +74,11 @@ def register_dataset(name: str, loader: Loader, *, preprocess: Preprocess | None
         raise TypeError(f"loader must be callable as loader(data_dir, **options); got {type(loader).__name__}.")
     if preprocess is not None and not callable(preprocess):
         raise TypeError(f"preprocess must be callable or None; got {type(preprocess).__name__}.")
-    if name in _DATASETS and not replace:
-        raise ValueError(f"a data set named {name!r} is already registered; pass replace=True to replace it.")
     parameters = list(inspect.signature(loader).parameters.values())
     if not parameters or parameters[0].kind not in (parameters[0].POSITIONAL_ONLY, parameters[0].POSITIONAL_OR_KEYWORD):
         raise TypeError(f"loader for {name!r} must take data_dir as its first positional argument.")
     options = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
-    _DATASETS[name] = DatasetEntry(loader, options, preprocess)
+    DATASETS.register(name, loader, replace=replace, options=options, preprocess=preprocess)
 
 
 def register_split(dataset: str, name: str, split: SplitFunction, *, replace: bool = False) -> None:
@@ -103,9 +103,8 @@ def register_split(dataset: str, name: str, split: SplitFunction, *, replace: bo
         raise ValueError(f"name must be a non-empty string; got {name!r}.")
     if not callable(split):
         raise TypeError(f"split must be callable as split(class_names) -> dict; got {type(split).__name__}.")
-    if name in _SPLITS.get(dataset, {}) and not replace:
-        raise ValueError(f"{dataset} already has a split named {name!r}; pass replace=True to replace it.")
-    _SPLITS.setdefault(dataset, {})[name] = split
+    splits = _SPLITS.setdefault(dataset, Registry(f"split of {dataset}", register_with="jmeta.register_split"))
+    splits.register(name, split, replace=replace)
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -116,7 +115,7 @@ def dataset_names() -> tuple[str, ...]:
         >>> dataset_names()[:3]
         ('omniglot', 'folder', 'mini-imagenet')
     """
-    return tuple(_DATASETS)
+    return DATASETS.names()
 
 
 def entry(name: str) -> DatasetEntry:
@@ -127,12 +126,10 @@ def entry(name: str) -> DatasetEntry:
         >>> entry("iris").options
         ('test_per_class', 'seed')
     """
-    if name not in _DATASETS:
-        raise ValueError(
-            f"name must be one of {', '.join(map(repr, _DATASETS))} (or a name added with "
-            f"jmeta.data.register_dataset); got {name!r}."
-        )
-    return _DATASETS[name]
+    if name not in DATASETS:
+        raise ValueError(DATASETS.unknown(name, "name"))
+    component = DATASETS[name]
+    return DatasetEntry(component.builder, component.properties["options"], component.properties["preprocess"])
 
 
 def split_names(dataset: str) -> tuple[str, ...]:
@@ -143,7 +140,7 @@ def split_names(dataset: str) -> tuple[str, ...]:
         >>> split_names("cifar10")
         ()
     """
-    return tuple(_SPLITS.get(dataset, {}))
+    return _SPLITS[dataset].names() if dataset in _SPLITS else ()
 
 
 def assign_split(dataset: str, split: str, class_names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -159,7 +156,7 @@ def assign_split(dataset: str, split: str, class_names: Sequence[str]) -> dict[s
         >>> {k: v.tolist() for k, v in assign_split("iris", "doc", ("a", "b", "c")).items()}
         {'train': [1, 2], 'test': [0]}
     """
-    function = _SPLITS.get(dataset, {}).get(split)
+    function = _SPLITS[dataset][split].builder if split in split_names(dataset) else None
     if function is None:
         raise ValueError(f"{dataset} has no registered split {split!r}; its registered splits: {split_names(dataset)}.")
     names = tuple(class_names)

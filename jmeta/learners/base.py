@@ -57,12 +57,15 @@ class TaskLossFn(Protocol):
 
 
 class Learner(NamedTuple):
-    """A meta-learner as four pure functions (see the module docstring)."""
+    """A meta-learner as four pure functions (see the module docstring), and what it declares of itself:
+    ``adapts_network``, whether its inner loop changes the network's parameters (MAML and its kin; not
+    ProtoNets), which ``jmeta.evaluate`` uses to warn that BatchNorm's running averages need not fit."""
 
     init: Callable[[jax.Array], tuple[PyTree, PyTree]]
     adapt: AdaptFn
     predict: ApplyFn
     task_loss: TaskLossFn
+    adapts_network: bool = False
 
 
 def resolve_inner_optimizer(

@@ -95,7 +95,7 @@ def maml(
         loss, values = query_metrics(loss_fn, metrics, predictions, task.query_y)
         return loss, TaskOutput(values, new_state)
 
-    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss)
+    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss, adapts_network=True)
 
 
 def fomaml(

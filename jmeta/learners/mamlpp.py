@@ -339,7 +339,7 @@ def mamlpp(
         msl_index = (state.step >= msl_steps).astype(jnp.int32) if len(multi_step) == 2 else 0
         return jax.lax.switch(order_index * len(multi_step) + msl_index, branches, meta_params, state, task)
 
-    return Learner(init=init, adapt=adapt, predict=predict, task_loss=task_loss)
+    return Learner(init=init, adapt=adapt, predict=predict, task_loss=task_loss, adapts_network=True)
 
 
 def _per_step_mask(enabled: bool, batch_norm: Callable[[Path], bool], tree: PyTree, flag: str, what: str) -> PyTree:

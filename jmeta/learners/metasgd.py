@@ -113,4 +113,4 @@ def metasgd(
         adapted = adapt(meta_params, state, task.support_x, task.support_y, steps)
         return query_pass(model.apply, loss_fn, metrics, adapted, state, task)
 
-    return Learner(init=init, adapt=adapt, predict=model.apply, task_loss=task_loss)
+    return Learner(init=init, adapt=adapt, predict=model.apply, task_loss=task_loss, adapts_network=True)

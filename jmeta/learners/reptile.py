@@ -118,7 +118,7 @@ def reptile(
         surrogate = sum(jnp.vdot(p - jax.lax.stop_gradient(p), d) for p, d in pairs)
         return jax.lax.stop_gradient(loss) + surrogate, output
 
-    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss)
+    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss, adapts_network=True)
 
 
 def predict_non_transductive(

@@ -22,16 +22,17 @@ import ml_collections
 
 from jmeta import losses
 from jmeta.data import load
-from jmeta.experiment import LEARNERS, Experiment, TaskFamily, few_shot_config
+from jmeta.experiment import Experiment, TaskFamily, few_shot_config
 from jmeta.models.ports import SourceMLP004
 from jmeta.nn import from_linen
+from jmeta.registry import LEARNERS
 from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.train import meta_test, meta_train_workdir
 from jmeta.validation import one_of
 
 
 def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-    """Meta-trains ``config.learner`` (maml, mamlpp, reptile, ... as in ``jmeta.experiment.LEARNERS``) with
+    """Meta-trains ``config.learner`` (maml, mamlpp, reptile, ... any registered learner) with
     ``SourceMLP004`` (784-1000-``ways``; 64 inputs for 8x8 digits) on ``ways``-way tasks from ``config.task``'s
     training digits (0-4), through ``jmeta.train``'s loop (metrics, checkpoints, resumption), and meta-tests
     the last parameters on the test digits (5-9). The digit sets have no validation classes, so validation
@@ -44,15 +45,27 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     example = jnp.zeros((1, *data["train"].input_shape))
     family = TaskFamily(train, val, test, example, losses.cross_entropy, {"accuracy": losses.accuracy})
     model = from_linen(SourceMLP004(num_classes=config.ways), example)
-    experiment = Experiment(
-        family, *LEARNERS[one_of("learner", config.learner, tuple(LEARNERS))](config, model, family)
-    )
+    if config.learner not in LEARNERS:
+        raise ValueError(LEARNERS.unknown(config.learner, "learner"))
+    experiment = Experiment(family, *LEARNERS[config.learner].builder(config, model, family))
     state, _, keys = meta_train_workdir(config, experiment, workdir)
     results = meta_test(config, experiment, state, keys.test)
     results["protocol"]["checkpoint"] = f"last, step {int(state.step)} (validation tasks from the training digits)"
     return results
 
 
+# Each learner's settings in the article's examples (inner loop, test steps, and what the learner adds).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "maml": {"inner_lr": 0.4, "inner_steps": 1, "eval_steps": (1, 5)},
+    "mamlpp": {
+        "inner_lr": 0.1, "inner_steps": 5, "eval_steps": (5,), "msl_steps": 500, "first_order_steps": 1000,
+        "lslr": True, "bnwb": False, "bnrs": False, "cosine": True,
+    },
+    "reptile": {
+        "shots": 10, "queries": 1, "inner_lr": 0.001, "inner_steps": 5, "eval_steps": (50,), "meta_lr": 1.0,
+        "meta_batch": 5, "transductive": False,
+    },
+}  # fmt: skip
 
 
 def maml_mlp_config(learner: str) -> ml_collections.ConfigDict:
@@ -64,18 +77,10 @@ def maml_mlp_config(learner: str) -> ml_collections.ConfigDict:
         >>> maml_mlp_config("reptile").eval_steps
         (50,)
     """
-    config = few_shot_config("digits", one_of("learner", learner, ("maml", "mamlpp", "reptile")), ways=5, shots=1)
+    config = few_shot_config("digits", one_of("learner", learner, tuple(SETTINGS)), ways=5, shots=1)
     del config.split, config.hidden, config.downsample, config.pool, config.batch_norm
     config.program = "maml-mlp"
-    config.inner_lr, config.inner_steps, config.eval_steps = 0.4, 1, (1, 5)
     config.meta_batch, config.steps, config.log_every, config.val_every = 16, 2000, 100, 500
     config.published_source = "none: the article reports no figures"
-    if learner == "mamlpp":
-        config.inner_lr, config.inner_steps, config.eval_steps = 0.1, 5, (5,)
-        config.msl_steps, config.first_order_steps = 500, 1000
-        config.lslr, config.bnwb, config.bnrs, config.cosine = True, False, False, True
-    if learner == "reptile":
-        config.shots, config.queries = 10, 1
-        config.inner_lr, config.inner_steps, config.eval_steps = 0.001, 5, (50,)
-        config.meta_lr, config.meta_batch, config.transductive = 1.0, 5, False
+    config.update(SETTINGS[learner])
     return config

@@ -12,10 +12,10 @@ program            function                                     what it runs (so
 ``maml-mlp``       :func:`jmeta.systems.maml_mlp.program`       MAML, MAML++ or Reptile with the article's MLP (004)
 =================  ===========================================  ==============================================
 
-A program is ``program(config, workdir) -> results`` (:data:`jmeta.systems.common.Program`); add your own
-with :func:`register_program`. The required config keys ``steps``, ``seed``, ``meta_batch`` and
-``eval_tasks`` keep their roles where a program has them (optimiser steps, seed, batch size, test tasks);
-each program's docstring says which.
+A program is ``program(config, workdir) -> results`` (:data:`jmeta.systems.common.Program`); jmeta's own
+are registered here with :func:`jmeta.register_program`, as a user's are. The required config keys
+``steps``, ``seed``, ``meta_batch`` and ``eval_tasks`` keep their roles where a program has them (optimiser
+steps, seed, batch size, test tasks); each program's docstring says which.
 
 Example::
 
@@ -33,47 +33,24 @@ from typing import Any
 
 import ml_collections
 
+from jmeta.registry import PROGRAMS, register_program
 from jmeta.systems import distill, gmm, maml_mlp, multitask, selection, supervised
-from jmeta.systems.common import Program
 from jmeta.train import prepare_workdir, write_atomically
-from jmeta.validation import one_of
 
-PROGRAMS: dict[str, Program] = {
+for _name, _program in {
     "supervised": supervised.program,
     "distill": distill.program,
     "multitask": multitask.program,
     "selection": selection.program,
     "gmm": gmm.program,
     "maml-mlp": maml_mlp.program,
-}
-
-
-def register_program(name: str, program: Program) -> None:
-    """Makes ``program(config, workdir) -> results`` runnable by configs that set ``program=name``.
-
-    ``results`` must be shaped as :func:`jmeta.systems.common.report` returns them, so that
-    ``jmeta.train.format_results`` prints them.
-
-    Example::
-
-        >>> register_program("supervised", PROGRAMS["supervised"])  # the same function again: allowed
-        >>> register_program("supervised", print)
-        Traceback (most recent call last):
-        ValueError: program 'supervised' is already registered to program; choose another name.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string; got {name!r}.")
-    if not callable(program):
-        raise TypeError(f"program must be callable as program(config, workdir); got {type(program).__name__}.")
-    if name in PROGRAMS and PROGRAMS[name] is not program:
-        raise ValueError(
-            f"program {name!r} is already registered to {PROGRAMS[name].__name__}; choose another name."
-        )
-    PROGRAMS[name] = program
+}.items():
+    register_program(_name, _program)
 
 
 def run_program(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Runs the program ``config.program`` (one of :data:`PROGRAMS`), writes ``workdir/config.json`` and
+    """Runs the program ``config.program`` (registered in ``jmeta.registry.PROGRAMS``), writes
+    ``workdir/config.json`` and
     ``workdir/results.json``, and returns the results.
 
     Raises ValueError naming the registered programs when ``config.program`` is not one of them, and
@@ -85,7 +62,9 @@ def run_program(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[
         >>> config = load_config("experiments/seed003_selection.py", ["steps=3"])  # doctest: +SKIP
         >>> run_program(config, "runs/selection")["results"]["selector"]           # doctest: +SKIP
     """
-    program = PROGRAMS[one_of("program", config.program, tuple(PROGRAMS))]
+    if config.program not in PROGRAMS:
+        raise ValueError(PROGRAMS.unknown(config.program))
+    program = PROGRAMS[config.program].builder
     workdir = prepare_workdir(workdir, config)
     results = program(config, workdir)
     write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
