@@ -197,10 +197,9 @@ def test_diverged_validation_tasks_do_not_choose_the_checkpoint(tmp_path, mlp_mo
 
 
 def test_a_changed_config_error_shows_old_and_new_values(tmp_path):
-    prepare_workdir(tmp_path, load_config(SINUSOID))
-    prepare_workdir(tmp_path, load_config(SINUSOID, ["seed=3"]))  # no checkpoint yet: a failed start is replaced
+    prepare_workdir(tmp_path, load_config(SINUSOID, ["seed=3"]))
+    prepare_workdir(tmp_path, load_config(SINUSOID))  # no checkpoint yet: a failed start is replaced
     (tmp_path / "checkpoints" / "latest" / "20").mkdir(parents=True)
-    prepare_workdir(tmp_path, load_config(SINUSOID))
     with pytest.raises(ValueError, match=r"meta_lr: 0\.001 there, 0\.01 now; seed: 0 there, 3 now\)"):
         prepare_workdir(tmp_path, load_config(SINUSOID, ["meta_lr=0.01", "seed=3"]))
 
