@@ -33,6 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("config", help="a config file, e.g. experiments/sinusoid_maml.py")
     train.add_argument("--workdir", required=True, help="where metrics, results and figures are written")
     train.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. steps=1000 seed=1")
+    train.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module (or .py file) that registers the config's own learner, task family, model or data set; "
+        "recorded in the run's config (key imports), so every later command imports it too",
+    )
     _add_process_flags(train)
 
     evaluate = commands.add_parser(
@@ -182,7 +191,7 @@ def _train(args: argparse.Namespace) -> int:
     from jmeta.train import format_results, train_and_evaluate
 
     main_process = _join(args)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, imports=args.imports)
     if config.get("program"):  # a source system (jmeta.systems), not a meta-learner trained episode by episode
         from jmeta.systems.programs import run_program
 

@@ -31,6 +31,7 @@ from jmeta.batch_norm import BATCH_NORM_MODES, batch_norm_mode, check_mode
 from jmeta.learners.base import Learner
 from jmeta.learners.labels import check_task_labels
 from jmeta.nn import PyTree
+from jmeta.tasks.sampler import check_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
@@ -185,6 +186,7 @@ def per_task_metrics(
     steps = tuple(positive_int("steps", k, allow_zero=True) for k in steps)
     batching.check_strategy(batching_strategy)
     check_mode(batch_norm)
+    check_sampler(sample_tasks, "sample_tasks")
     if batch_norm == "running" and learner.adapts_network:
         warnings.warn(
             "batch_norm='running' normalises with the running averages in model_state, but this learner's inner "

@@ -142,7 +142,8 @@ def load_config(
             f"get_config() of {str(path)!r} must return an ml_collections.ConfigDict; got {type(config).__name__}."
         )
     registered_here = snapshot() != before
-    extra = [*([str(path.resolve())] if registered_here else []), *imports]
+    extra = [str(path.resolve())] if registered_here else []
+    extra += [str(Path(name).resolve()) if name.endswith(".py") else name for name in imports]
     if extra:
         config.imports = tuple(dict.fromkeys([*config.get("imports", ()), *extra]))
     import_components(config)
@@ -399,10 +400,13 @@ def build_learner(
 ) -> LearnerBuild:
     """The model, learner and meta-optimiser of a checked ``config``; only ``family``'s loss, metrics and
     example input are used (see :func:`family_without_data`). The model gets no classifier head when the
-    learner declares ``embedding=True``, else the outputs its task family declares."""
+    learner declares ``embedding=True``, else the outputs its task family declares, for the input the learner
+    declares (``model_input``) or the task family's example input."""
     parts = parts or components(config)
     outputs = None if parts.learner.properties["embedding"] else parts.task.properties["outputs"](config)
-    model = parts.model.builder(config, family.example_input, outputs)
+    model_input = parts.learner.properties["model_input"]
+    example = family.example_input if model_input is None else model_input(config, family.example_input)
+    model = parts.model.builder(config, example, outputs)
     model = with_compute_dtype(model, config.get("compute_dtype", "float32"))
     return parts.learner.builder(config, model, family)
 
@@ -728,6 +732,27 @@ def imaml_learner(config: ml_collections.ConfigDict, model: Model, family: TaskF
         steps=config.inner_steps,
         lam=config.lam,
         cg_steps=config.cg_steps,
+        metrics=family.metrics,
+        **inner_optimizer(config),
+    )
+    return learner, optax.adam(config.meta_lr)
+
+
+@register_learner(
+    "cavia",
+    keys=(*INNER_KEYS, "context_size"),
+    optional_keys=INNER_OPTIONAL,
+    inner_lr=True,
+    model_input=lambda config, x: jnp.zeros((*x.shape[:-1], x.shape[-1] + config.context_size), x.dtype),
+)
+def cavia_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
+    """CAVIA: ``context_size`` context parameters appended to the input adapt with ``inner_lr`` (or
+    ``inner_optimizer``) for ``inner_steps`` steps; the model is built for the widened input."""
+    learner = learners.cavia(
+        model,
+        family.loss,
+        config.context_size,
+        steps=config.inner_steps,
         metrics=family.metrics,
         **inner_optimizer(config),
     )

@@ -59,13 +59,16 @@ class Registry:
 
     ``properties`` maps each property a registration may declare to its default (:data:`REQUIRED` for none).
     Registering a taken name raises ValueError unless it is the same builder with the same properties, or
-    ``replace=True``."""
+    ``replace=True``. Every registry is listed in ``Registry.instances``."""
+
+    instances: list[Registry] = []
 
     def __init__(self, kind: str, *, properties: Mapping[str, Any] | None = None, register_with: str = ""):
         self.kind = kind
         self.schema = dict(properties or {})
         self.register_with = register_with or f"register_{kind.replace(' ', '_')}"
         self._entries: dict[str, Component] = {}
+        Registry.instances.append(self)
 
     def register(
         self, name: str, builder: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any
@@ -144,9 +147,9 @@ def _label(builder: Callable[..., Any]) -> str:
     return f"{getattr(builder, '__module__', '?')}.{getattr(builder, '__qualname__', type(builder).__name__)}"
 
 
-def snapshot() -> tuple[int, ...]:
-    """How many components each registry of jmeta holds (to see whether importing a file registered any)."""
-    return tuple(len(registry) for registry in ALL)
+def snapshot() -> tuple[tuple[str, Component], ...]:
+    """Every registered component of every registry (to see whether running a file registered any)."""
+    return tuple(item for registry in Registry.instances for item in registry.items())
 
 
 # Learners: ``builder(config, model, family) -> (Learner, meta_optimizer)``.
@@ -163,6 +166,9 @@ LEARNERS = Registry(
         "any_ways": False,
         # has an inner learning rate, config key inner_lr (stated in the protocol)
         "inner_lr": False,
+        # model_input(config, example_input) -> the example input its model is built for (e.g. widened by a
+        # context, CAVIA); None: the task family's
+        "model_input": None,
         # its meta-optimiser's schedule spans the run (jmeta.experiment.schedule_horizon: fixed when it starts)
         "schedule": False,
     },

@@ -2,6 +2,7 @@
 
 from jmeta.learners.anil import anil
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.learners.cavia import CAVIAParams, cavia
 from jmeta.learners.imaml import imaml
 from jmeta.learners.maml import fomaml, maml
 from jmeta.learners.mamlpp import (
@@ -17,6 +18,7 @@ from jmeta.learners.protonet import Prototypes, protonet
 from jmeta.learners.reptile import predict_non_transductive, reptile, reptile_meta_optimizer
 
 __all__ = [
+    "CAVIAParams",
     "Learner",
     "MAMLPPAdapted",
     "MAMLPPParams",
@@ -25,6 +27,7 @@ __all__ = [
     "Prototypes",
     "TaskOutput",
     "anil",
+    "cavia",
     "fomaml",
     "imaml",
     "maml",
