@@ -338,7 +338,7 @@ def test_omniglot_split_registered_by_name(tiny_omniglot, three_way_split):
     jmeta.data.register_split("omniglot", "bad", lambda names: {"train": ["Alpha/character09"]}, replace=True)
     with pytest.raises(ValueError, match=r"split 'bad' of omniglot: its 'train' list names unknown classes"):
         load("omniglot", tiny_omniglot, split="bad")
-    with pytest.raises(ValueError, match="omniglot already has a split named 'three-way'; pass replace=True"):
+    with pytest.raises(ValueError, match="a split of omniglot named 'three-way' is already registered"):
         jmeta.data.register_split("omniglot", "three-way", lambda names: {})
 
 

@@ -141,7 +141,7 @@ def test_a_plugin_run_is_evaluated_plotted_and_predicted_from_fresh_processes(pl
     )
     assert done.returncode == 0, done.stderr[-2000:]
     printed = np.array([float(line) for line in done.stdout.split()])
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import json, numpy as np, jax, jmeta
         from jmeta.runs import predict
         from jmeta.train import run_keys
@@ -151,7 +151,7 @@ def test_a_plugin_run_is_evaluated_plotted_and_predicted_from_fresh_processes(pl
         estimates = jmeta.evaluate(run.learner, run.params, run.model_state, family.sample_test,
                                    run_keys(run.config.seed).test, num_tasks=20, steps=(0, 1))
         out = predict(run, np.load("xs.npy"), np.load("ys.npy"), np.load("xq.npy"), steps=1)
-        print(json.dumps({{"mae": estimates[1]["mae"].mean, "predicted": out[:, 0].tolist()}}))
+        print(json.dumps({"mae": estimates[1]["mae"].mean, "predicted": out[:, 0].tolist()}))
     """)
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
