@@ -25,8 +25,10 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
+import itertools
 import json
 import math
 import os
@@ -149,14 +151,56 @@ def evaluate_workdir(
     ``eval_<checkpoint>[_<overrides>].json`` in the workdir (the training run's ``results.json`` stays).
 
     Only the keys ``EVAL_OVERRIDES`` (tasks, inner steps, ways, shots, queries, test-time BatchNorm, devices)
-    may be overridden. A run without validation (``val_every=0``) has no best checkpoint: its latest is used.
+    may be overridden. ``eval_ways``, ``eval_shots`` and ``eval_queries`` may be given several values, e.g.
+    ``eval_shots=(1, 5)``: every combination is evaluated, and the results hold ``{"sweep": {key: values},
+    "evaluations": [results, ...]}``. The published figures are shown only beside results whose ways, shots
+    and queries are the run's own. A run without validation (``val_every=0``) has no best checkpoint: its
+    latest is used.
     """
     workdir = Path(workdir)
     config = read_config(workdir)
+    sweep: dict[str, tuple[Any, ...]] = {}
+    fixed = []
     for override in overrides:
-        if override.partition("=")[0] not in EVAL_OVERRIDES:
+        key, _, text = override.partition("=")
+        if key not in EVAL_OVERRIDES:
             allowed = ", ".join(f"{key}=..." for key in EVAL_OVERRIDES)
             raise ValueError(f"jmeta eval only takes the overrides {allowed}; got {override!r}.")
+        values = _literal(text)
+        if key in SWEEPABLE and isinstance(values, (tuple, list)):
+            sweep[key] = tuple(values)
+        else:
+            fixed.append(override)
+    combinations = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
+    evaluations = [
+        _evaluate_once(workdir, config, [*fixed, *(f"{k}={v!r}" for k, v in chosen.items())], best)
+        for chosen in combinations
+    ]
+    results = (
+        evaluations[0] if not sweep else {"sweep": {k: list(v) for k, v in sweep.items()}, "evaluations": evaluations}
+    )
+    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
+    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
+    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{suffix}.json"
+    write_atomically(path, json.dumps(results, indent=2) + "\n")
+    return results, path
+
+
+SWEEPABLE = ("eval_ways", "eval_shots", "eval_queries")  # jmeta eval keys that take several values at once
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _evaluate_once(workdir: Path, run_config: ml_collections.ConfigDict, overrides: list[str], best: bool) -> dict:
+    """One meta-test of the run in ``workdir`` with ``overrides``; the published figures are kept only where
+    the protocol (ways, shots, queries) is the run's own."""
+    config = copy.deepcopy(run_config)
+    for override in overrides:
         apply_override(config, override)
     test_only = copy.deepcopy(config)
     test_only.val_every = 0  # no validation sampler: eval_ways and eval_shots need only fit the test classes
@@ -165,11 +209,12 @@ def evaluate_workdir(
     state = restore_state(workdir, config, experiment.learner, experiment.meta_optimizer, best=best)
     label = None if best or not config.val_every else f"latest checkpoint (--last), step {int(state.step)}"
     results = meta_test(config, experiment, state, run_keys(config.seed).test, checkpoint=label)
-    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
-    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
-    path = workdir / f"eval_{'best' if best else 'latest'}{suffix}.json"
-    write_atomically(path, json.dumps(results, indent=2) + "\n")
-    return results, path
+    changed = [key for key in SWEEPABLE if config.get(key) != run_config.get(key)]
+    if changed and (results["published"] or results["published_source"]):
+        own = ", ".join(f"{key}={run_config.get(key)}" for key in SWEEPABLE if key in run_config)
+        results["published"] = {}
+        results["published_source"] = f"not shown: the published figures are for the run's own protocol ({own})"
+    return results
 
 
 def finish(
@@ -480,8 +525,10 @@ def _inner_lr(config: ml_collections.ConfigDict) -> Any:
 
 
 def format_results(results: dict[str, Any]) -> str:
-    """A plain-text table of meta-test results beside the published numbers; diverged (non-finite) tasks
-    are counted after the estimate, which is over the other tasks."""
+    """A plain-text table of meta-test results beside the published numbers (one table per evaluation of a
+    sweep); diverged (non-finite) tasks are counted after the estimate, which is over the other tasks."""
+    if "evaluations" in results:
+        return "\n\n".join(format_results(evaluation) for evaluation in results["evaluations"])
     names = list(next(iter(results["results"].values())))
     header = f"{'inner steps':>11}  " + "  ".join(f"{name + ' (mean ± 95% CI)':>26}" for name in names)
     lines = [header + f"  {'published':>9}"]

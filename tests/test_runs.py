@@ -283,3 +283,15 @@ def test_eval_ways_need_only_fit_the_test_classes_not_the_validation_classes(tmp
     assert main(["train", str(config_path), "--workdir", str(workdir), *overrides]) == 0
     results, path = evaluate_workdir(workdir, ["eval_ways=4"])
     assert results["protocol"]["ways"] == 4 and path.name == "eval_best_eval_ways=4.json"
+
+
+def test_eval_sweeps_shots_and_shows_published_figures_only_beside_the_runs_own_protocol(sinusoid_run):
+    results, path = evaluate_workdir(sinusoid_run, ["eval_shots=(5, 10)", "eval_tasks=4"])
+    assert results["sweep"] == {"eval_shots": [5, 10]} and path.name == "eval_best_eval_shots=5-10_eval_tasks=4.json"
+    own, other = results["evaluations"]
+    assert (own["protocol"]["shots"], other["protocol"]["shots"]) == (5, 10)
+    assert own["published"] == {"1": 0.67, "5": 0.38, "10": 0.35} and other["published"] == {}
+    assert other["published_source"].startswith("not shown: the published figures are for the run's own protocol")
+    assert format_results(results).count("protocol:") == 2
+    single, _ = evaluate_workdir(sinusoid_run, ["eval_shots=5", "eval_tasks=4"])
+    assert single["results"] == own["results"]
