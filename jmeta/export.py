@@ -8,7 +8,7 @@ An exported model is a directory holding two files:
 * ``variables.msgpack``: the parameters and model state (e.g. BatchNorm statistics), in Flax's msgpack
   serialisation (``flax.serialization.to_bytes``), which stores arrays only.
 
-Loading rebuilds the module from the registry (:data:`MODELS`, extended with :func:`register_model`),
+Loading rebuilds the module from the registry (:data:`MODULES`, extended with :func:`register_module`),
 initialises it abstractly to learn the expected structure and shapes, and restores the variables into it,
 so a file that does not fit the manifest's model is refused.
 
@@ -49,6 +49,7 @@ from jmeta.models.ports import (
     SourceMLP004,
 )
 from jmeta.nn import PyTree, from_linen
+from jmeta.registry import Registry
 from jmeta.validation import positive_int
 
 FORMAT = "jmeta-export"
@@ -59,7 +60,25 @@ REQUIRED_FIELDS = ("format", "version", "model", "kwargs", "input_shape", "class
 
 ModuleFactory = Callable[..., linen.Module]
 
-MODELS: dict[str, ModuleFactory] = {
+# Flax module factories by name (the name and keyword arguments an artifact records), a jmeta.registry.Registry.
+MODULES = Registry("exported module", register_with="jmeta.export.register_module")
+
+
+def register_module(name: str, factory: ModuleFactory | None = None, *, replace: bool = False) -> Any:
+    """Makes ``factory(**kwargs) -> flax.linen.Module`` exportable and loadable under ``name`` (usable as a
+    decorator). Registering a taken name for another factory raises ValueError unless ``replace=True``.
+
+    Example::
+
+        >>> from flax import linen
+        >>> _ = register_module("dense", linen.Dense)
+        >>> "dense" in MODULES
+        True
+    """
+    return MODULES.register(name, factory, replace=replace)
+
+
+for _name, _factory in {
     "mlp": MLP,
     "conv4": Conv4,
     "resnet12": ResNet12,
@@ -68,26 +87,8 @@ MODELS: dict[str, ModuleFactory] = {
     "shared_trunk_002": SharedTrunk002,
     "iris_base_model_003": IrisBaseModel003,
     "learning_curve_lstm_003": LearningCurveLSTM003,
-}
-
-
-def register_model(name: str, factory: ModuleFactory) -> None:
-    """Makes ``factory(**kwargs) -> flax.linen.Module`` exportable and loadable under ``name``.
-
-    Example::
-
-        >>> from flax import linen
-        >>> register_model("dense", linen.Dense)
-        >>> "dense" in MODELS
-        True
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string; got {name!r}.")
-    if not callable(factory):
-        raise TypeError(f"factory must be callable, returning a flax.linen.Module; got {type(factory).__name__}.")
-    if name in MODELS and MODELS[name] is not factory:
-        raise ValueError(f"name {name!r} is already registered to {MODELS[name].__name__}; choose another name.")
-    MODELS[name] = factory
+}.items():
+    register_module(_name, _factory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +150,7 @@ def export_model(
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Writes the model ``MODELS[name](**kwargs)`` with ``params`` and ``state`` to the directory ``path``.
+    """Writes the model ``MODULES[name](**kwargs)`` with ``params`` and ``state`` to the directory ``path``.
 
     ``params`` and ``state`` are what ``jmeta.from_linen(module, x).init`` returns, or adapted or
     distilled versions of them (e.g. ``learner.adapt(...)`` of ``jmeta.maml``); they must match the
@@ -263,11 +264,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _build(name: Any, kwargs: Any) -> tuple[linen.Module, dict[str, Any]]:
-    """The module ``MODELS[name](**kwargs)``, and ``kwargs`` as they read back from JSON."""
-    if name not in MODELS:
+    """The module ``MODULES[name](**kwargs)``, and ``kwargs`` as they read back from JSON."""
+    if name not in MODULES:
         raise ValueError(
-            f"model must be a registered name, one of {', '.join(map(repr, sorted(MODELS)))}; got {name!r}. "
-            "Register your own with jmeta.export.register_model(name, factory) first."
+            f"model must be a registered name, one of {', '.join(map(repr, sorted(MODULES)))}; got {name!r}. "
+            "Register your own with jmeta.export.register_module(name, factory) first."
         )
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"kwargs must be a mapping of constructor arguments; got {type(kwargs).__name__}.")
@@ -276,7 +277,7 @@ def _build(name: Any, kwargs: Any) -> tuple[linen.Module, dict[str, Any]]:
     except (TypeError, ValueError) as error:
         raise ValueError(f"kwargs must hold JSON values only (numbers, strings, lists, dicts): {error}.") from None
     try:
-        module = MODELS[name](**kwargs)
+        module = MODULES[name].builder(**kwargs)
     except TypeError as error:
         raise ValueError(f"kwargs {kwargs} do not construct model {name!r}: {error}.") from None
     return module, kwargs

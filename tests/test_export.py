@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jmeta
-from jmeta.export import MANIFEST, VARIABLES, export_model, load_predictor, register_model
+from jmeta.export import MANIFEST, VARIABLES, export_model, load_predictor, register_module
 from jmeta.models.ports import IrisBaseModel003
 
 IRIS = ("setosa", "versicolor", "virginica")
@@ -129,7 +129,7 @@ def test_export_argument_errors(iris_export, tmp_path):
     with pytest.raises(ValueError, match="do not construct model"):
         export_model(tmp_path / "x", "iris_base_model_003", {"width": 16}, params, state, input_shape=(4,))
     with pytest.raises(ValueError, match="already registered"):
-        register_model("mlp", IrisBaseModel003)
+        register_module("mlp", IrisBaseModel003)
     with pytest.raises(ValueError, match=r"x must have shape \(points, 4\)"):
         load_predictor(path)(np.zeros((2, 5)))
     assert not (tmp_path / "x").exists()
