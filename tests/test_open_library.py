@@ -272,3 +272,22 @@ def test_a_learner_declaring_any_ways_tests_with_other_ways_and_gets_an_embeddin
     config.inner_lr, config.inner_steps = 0.4, 1
     with pytest.raises(ValueError, match=r"eval_ways \(2\) must equal ways \(4\) for learner 'maml'"):
         jmeta.experiment.check_config(config)
+
+
+def test_inner_optimizer_names_any_optax_optimiser_with_a_schedule(mlp_model):
+    import optax
+
+    spec = '{"name": "adam", "learning_rate": {"schedule": "linear_schedule", "init_value": 0.1, "end_value": 0.01, "transition_steps": 3}}'
+    config = load_config(SINUSOID, [f"inner_optimizer={spec}", "inner_steps=3", "hidden=(16, 16)", "init_std=None"])
+    experiment = build(config)
+    schedule = optax.linear_schedule(init_value=0.1, end_value=0.01, transition_steps=3)
+    by_hand = jmeta.maml(mlp_model, jmeta.losses.mse, steps=3, inner_optimizer=optax.adam(schedule))
+    params, state = by_hand.init(jax.random.key(0))
+    task = jax.tree.map(lambda a: a[0], jmeta.tasks.sinusoid_tasks(jax.random.key(1), 1, shots=5, queries=5))
+    ours = experiment.learner.task_loss(params, state, task)[0]
+    assert float(ours) == pytest.approx(float(by_hand.task_loss(params, state, task)[0]), rel=1e-6)
+    assert float(ours) != pytest.approx(
+        float(jmeta.maml(mlp_model, jmeta.losses.mse, 0.01, 3).task_loss(params, state, task)[0])
+    )
+    with pytest.raises(ValueError, match=r"inner_optimizer must name an optax function in 'name'.*got 'adma' \(did you mean"):
+        build(load_config(SINUSOID, ['inner_optimizer={"name": "adma", "learning_rate": 0.1}']))
