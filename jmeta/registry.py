@@ -41,6 +41,23 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+__all__ = [
+    "ALL",
+    "LEARNERS",
+    "MODELS",
+    "PROGRAMS",
+    "REQUIRED",
+    "TASK_FAMILIES",
+    "Component",
+    "Registry",
+    "nearest",
+    "register_learner",
+    "register_model",
+    "register_program",
+    "register_task_family",
+    "snapshot",
+]
+
 REQUIRED = object()  # a property every registration must give
 
 

@@ -77,8 +77,8 @@ def cavia(
       context_size: the number of context parameters (the paper uses a handful for sine regression).
       inner_lr: learning rate of plain SGD on the context (the paper: 1.0); or ``inner_optimizer``.
       steps: inner steps per task (overridable per call).
-      first_order, remat: as :func:`jmeta.maml` (stop gradients through the inner gradients; checkpoint the
-        inner loop so memory grows like log ``steps``).
+      first_order: stop gradients through the inner gradients, as :func:`jmeta.fomaml`.
+      remat: checkpoint the inner loop, so that memory grows like log ``steps``.
       metrics: extra query metrics beside ``"loss"``.
 
     Returns a :class:`jmeta.Learner` whose task parameters are :class:`CAVIAParams`; ``adapts_network`` is
