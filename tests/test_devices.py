@@ -89,7 +89,7 @@ def test_25_tasks_padded_over_8_simulated_devices_give_the_one_device_step():
         tasks = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 25, shots=10, queries=10)
         padded, weights = parallel.shard_tasks(parallel.pad_with_weights(tasks, mesh.size), mesh)
         assert padded.support_x.shape[0] == 32 and len(weights.sharding.device_set) == 8
-        for batching, chunk_size in (("vmap", None), ("map", None), ("accumulate", 8)):
+        for batching, chunk_size in (("vmap", None), ("accumulate", 8)):
             trainer = jmeta.meta_trainer(learner, optax.adam(1e-2), batching=batching, chunk_size=chunk_size)
             one = trainer.step(trainer.init(jax.random.key(0)), tasks)
             eight = trainer.step(parallel.replicate(trainer.init(jax.random.key(0)), mesh), padded, weights)
@@ -175,7 +175,7 @@ def references() -> dict[str, Reference]:
     model = jmeta.from_linen(jmeta.models.MLP((16, 16, 1)), jnp.zeros((1, 1)))
     learners = {
         "maml": jmeta.maml(model, jmeta.losses.mse, inner_lr=0.1, steps=2),
-        "reptile": jmeta.learners.reptile(model, jmeta.losses.mse, inner_lr=0.02, steps=3),
+        "reptile": jmeta.learners.reptile(model, jmeta.losses.mse, inner_lr=0.02, steps=2),
     }
     tasks = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 6, shots=10, queries=10)
     found = {}
@@ -199,42 +199,39 @@ def _weighted_mean(trees: list, weights: np.ndarray) -> Any:
     )
 
 
-STRATEGIES = [("vmap", None), ("map", None), ("map", 4), ("unroll", None), ("accumulate", None), ("accumulate", 4)]
-
-
-@pytest.mark.parametrize(("batching", "chunk_size"), STRATEGIES)
+@pytest.mark.parametrize(
+    ("batching", "chunk_size"), [("vmap", None), ("map", 4), ("unroll", None), ("accumulate", None), ("accumulate", 4)]
+)
 def test_every_batching_strategy_honours_task_weights(references, batching, chunk_size):
+    ref = references["maml"]  # the strategies weigh whatever task_loss gives; Reptile's: the test below
     weights = np.array([0.5, 2.0, 0.0, 1.0, 3.0, 0.25], np.float32)  # with chunks of 4: a remainder of 2
-    for name, ref in references.items():
-        batched = jmeta.batching.over_tasks_with_mean_grad(ref.learner.task_loss, batching, chunk_size)
-        (losses, _), grads = jax.jit(batched)(ref.params, ref.state, ref.tasks, weights)
-        np.testing.assert_allclose(losses, ref.losses, rtol=1e-6, err_msg=name)
-        chex.assert_trees_all_close(grads, _weighted_mean(ref.grads, weights), rtol=1e-5, atol=1e-5)
-        trainer = jmeta.meta_trainer(ref.learner, optax.sgd(1.0), batching=batching, chunk_size=chunk_size)
-        _, output = jax.jit(trainer.loss)(ref.params, ref.state, ref.tasks, weights)
-        np.testing.assert_allclose(output.metrics["loss"], np.dot(weights, ref.losses) / weights.sum(), rtol=1e-6)
+    batched = jmeta.batching.over_tasks_with_mean_grad(ref.learner.task_loss, batching, chunk_size)
+    (losses, _), grads = jax.jit(batched)(ref.params, ref.state, ref.tasks, weights)
+    np.testing.assert_allclose(losses, ref.losses, rtol=1e-6)
+    chex.assert_trees_all_close(grads, _weighted_mean(ref.grads, weights), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["maml", "reptile"])
-@pytest.mark.parametrize(("batching", "chunk_size"), [("vmap", None), ("unroll", None), ("accumulate", 2)])
-def test_padded_meta_step_equals_the_step_on_the_real_tasks(references, name, batching, chunk_size):
+def test_padded_meta_step_equals_the_step_on_the_real_tasks(references, name):
     ref = references[name]
     tasks = jax.tree.map(lambda a: a[:5], ref.tasks)
     padded, weights = parallel.pad_with_weights(tasks, 4)  # 3 copies of weight 0
     real_grad = _weighted_mean(ref.grads[:5], np.ones(5))
 
-    batched = jax.jit(jmeta.batching.over_tasks_with_mean_grad(ref.learner.task_loss, batching, chunk_size))
+    batched = jax.jit(jmeta.batching.over_tasks_with_mean_grad(ref.learner.task_loss, "vmap"))
     _, unpadded_grads = batched(ref.params, ref.state, tasks)
     _, padded_grads = batched(ref.params, ref.state, padded, weights)
     chex.assert_trees_all_close(padded_grads, unpadded_grads, rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(padded_grads, real_grad, rtol=1e-5, atol=1e-5)
 
-    trainer = jmeta.meta_trainer(ref.learner, optax.adam(1e-2), batching=batching, chunk_size=chunk_size)
+    trainer = jmeta.meta_trainer(ref.learner, optax.adam(1e-2), batching="vmap")
     unpadded_state, unpadded_metrics = trainer.step(trainer.init(jax.random.key(0)), tasks)
     padded_state, padded_metrics = trainer.step(trainer.init(jax.random.key(0)), padded, weights)
     chex.assert_trees_all_close(padded_state, unpadded_state, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(padded_metrics["loss"], ref.losses[:5].mean(), rtol=1e-6)
     np.testing.assert_allclose(padded_metrics["grad_norm"], optax.tree.norm(real_grad), rtol=1e-5)
+    loss, output = trainer.loss(ref.params, ref.state, padded, weights)
+    np.testing.assert_allclose([loss, output.metrics["loss"]], [ref.losses[:5].mean()] * 2, rtol=1e-6)
 
 
 def test_padding_leaves_the_batch_norm_statistics_of_the_real_tasks():
@@ -249,11 +246,11 @@ def test_padding_leaves_the_batch_norm_statistics_of_the_real_tasks():
     learner = jmeta.maml(jmeta.from_linen(WithBatchNorm(), jnp.zeros((1, 1))), jmeta.losses.mse, inner_lr=0.1)
     tasks = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 3, shots=5, queries=7)
     padded, weights = parallel.pad_with_weights(tasks, 8)
-    for batching in ("vmap", "accumulate"):
-        trainer = jmeta.meta_trainer(learner, optax.sgd(0.1), batching=batching)
-        expected = trainer.step(trainer.init(jax.random.key(0)), tasks)
-        got = trainer.step(trainer.init(jax.random.key(0)), padded, weights)
-        chex.assert_trees_all_close(got, expected, rtol=1e-6, atol=1e-7)
+    trainer = jmeta.meta_trainer(learner, optax.sgd(0.1), batching="vmap")
+    expected = trainer.step(trainer.init(jax.random.key(0)), tasks)
+    got = trainer.step(trainer.init(jax.random.key(0)), padded, weights)
+    assert jax.tree.leaves(got[0].model_state)  # BatchNorm statistics, averaged over the real tasks
+    chex.assert_trees_all_close(got, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_step_refuses_bad_weights_before_compiling(mlp_model, sine_tasks):
