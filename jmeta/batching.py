@@ -16,6 +16,11 @@ Strategies (the right one depends on backend and model; ``jmeta bench ... --batc
   ``"accumulate"`` when its matrix products make it large (``LARGE_TASK_FLOPS``), else ``"vmap"``;
   ``"vmap"`` on every other backend (figures behind this rule: docs/batching.md).
 
+Every strategy takes optional task *weights* (``over_tasks_with_mean_grad``, ``task_mean``): the mean over
+tasks becomes ``sum_i w_i x_i / sum_i w_i``. A task batch padded to split evenly over devices gives its
+padding weight 0 (``jmeta.parallel.pad_with_weights``), so the meta-gradient and metrics are those of the
+real tasks.
+
 Example::
 
     >>> import jax.numpy as jnp
@@ -32,6 +37,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jmeta.validation import one_of, positive_int
 
@@ -77,10 +83,12 @@ def over_tasks_with_mean_grad(
     per_task: Callable[[Any, Any, Any], tuple[jax.Array, Any]],
     strategy: str = "auto",
     chunk_size: int | None = None,
-) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
-    """Lifts ``per_task(params, state, task) -> (loss, aux)`` to ``batched(params, state, tasks) ->
-    ((losses, auxes), grads)``: the per-task outputs stacked over tasks, and the gradient of the mean loss
-    with respect to ``params``.
+) -> Callable[..., tuple[Any, Any]]:
+    """Lifts ``per_task(params, state, task) -> (loss, aux)`` to ``batched(params, state, tasks,
+    weights=None) -> ((losses, auxes), grads)``: the per-task outputs stacked over tasks, and the gradient
+    with respect to ``params`` of the mean loss, or with ``weights`` (a ``(tasks,)`` float array, ``>= 0``,
+    not all 0) of the weighted mean ``sum_i w_i L_i / sum_i w_i`` (see ``task_mean``). A task of weight 0
+    is still computed; its gradient enters multiplied by 0, so it must be finite (``0 * nan`` is NaN).
 
     Example::
 
@@ -89,18 +97,24 @@ def over_tasks_with_mean_grad(
         >>> (losses, _), grad = over_tasks_with_mean_grad(per_task, "accumulate")(2.0, None, jnp.ones((3, 4)))
         >>> losses, grad
         (Array([8., 8., 8.], dtype=float32), Array(4., dtype=float32))
+        >>> tasks = jnp.arange(3.0)[:, None] * jnp.ones((3, 4))        # task i sums to 4 i
+        >>> _, grad = over_tasks_with_mean_grad(per_task, "vmap")(2.0, None, tasks, jnp.array([1.0, 1.0, 0.0]))
+        >>> float(grad)                                                  # (0 + 4) / 2
+        2.0
     """
     check_strategy(strategy, chunk_size)
 
-    def batched(params: Any, state: Any, tasks: Any) -> tuple[Any, Any]:
+    def batched(params: Any, state: Any, tasks: Any, weights: jax.Array | None = None) -> tuple[Any, Any]:
+        check_weights(weights, _leading(tasks))
+        weights = None if weights is None else jnp.asarray(weights)
         chosen = resolve(per_task, params, state, tasks) if strategy == "auto" else strategy
         if chosen == "accumulate":
-            return _accumulated(per_task, params, state, tasks, chunk_size or 1)
+            return _accumulated(per_task, params, state, tasks, weights, chunk_size or 1)
         mapped = over_tasks(per_task, chosen, chunk_size)
 
         def mean_loss(params: Any) -> tuple[jax.Array, Any]:
             outputs = mapped(params, state, tasks)
-            return jnp.mean(outputs[0]), outputs
+            return task_mean(outputs[0], weights), outputs
 
         (_, outputs), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
         return outputs, grads
@@ -108,27 +122,85 @@ def over_tasks_with_mean_grad(
     return batched
 
 
-def _accumulated(per_task: Callable[..., Any], params: Any, state: Any, tasks: Any, chunk: int) -> tuple[Any, Any]:
-    """Per-task outputs and the mean gradient, summed over a loop of ``chunk``-task chunks."""
+def task_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """The mean of ``values`` (shape ``(tasks, ...)``) over its leading task axis; with ``weights`` (shape
+    ``(tasks,)``, ``>= 0``, not all 0) the weighted mean ``sum_i w_i values_i / sum_i w_i``, in the dtype of
+    ``values``. Weights of 1 for real tasks and 0 for padding give the mean over the real tasks.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> task_mean(jnp.array([1.0, 2.0, 9.0]), jnp.array([1.0, 1.0, 0.0]))
+        Array(1.5, dtype=float32)
+    """
+    if weights is None:
+        return jnp.mean(values, 0)
+    weights = jnp.asarray(weights)
+    return _weighted_sum(values, weights) / jnp.sum(weights).astype(values.dtype)
+
+
+def _weighted_sum(values: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """``values`` summed over the leading axis, each slice times its weight (all 1 without ``weights``)."""
+    if weights is None:
+        return values.sum(0)
+    return jnp.sum(jnp.reshape(weights, (-1,) + (1,) * (values.ndim - 1)).astype(values.dtype) * values, 0)
+
+
+def check_weights(weights: Any, count: int) -> None:
+    """Raises ``ValueError`` unless ``weights`` is ``None`` or a ``(count,)`` array of real numbers, and, when
+    its values are known (not traced), unless they are finite, ``>= 0`` and not all 0.
+
+    Example::
+
+        >>> check_weights([1.0, -1.0], 2)
+        Traceback (most recent call last):
+        ValueError: weights must be finite and >= 0; got [ 1. -1.].
+    """
+    if weights is None:
+        return
+    if not isinstance(weights, jax.Array):
+        weights = np.asarray(weights)
+    shape, dtype = weights.shape, weights.dtype
+    if shape != (count,) or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(
+            f"weights must be a ({count},) array of real numbers, one per task of the batch; got shape {shape} "
+            f"and dtype {dtype}."
+        )
+    if isinstance(weights, jax.core.Tracer) or (isinstance(weights, jax.Array) and not weights.is_fully_addressable):
+        return  # values unknown here, or not all on this process
+    values = np.asarray(weights, np.float64)
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"weights must be finite and >= 0; got {values}.")
+    if not np.any(values > 0):
+        raise ValueError(f"weights must not all be 0 (the mean over no task is undefined); got {values}.")
+
+
+def _accumulated(
+    per_task: Callable[..., Any], params: Any, state: Any, tasks: Any, weights: jax.Array | None, chunk: int
+) -> tuple[Any, Any]:
+    """Per-task outputs and the (weighted) mean gradient, summed over a loop of ``chunk``-task chunks."""
     chunk_outputs_and_grads = jax.vmap(jax.value_and_grad(per_task, has_aux=True), in_axes=(None, None, 0))
 
-    def add_chunk(total: Any, chunk_tasks: Any) -> tuple[Any, Any]:
+    def add_chunk(total: Any, chunk_inputs: tuple[Any, Any]) -> tuple[Any, Any]:
+        chunk_tasks, chunk_weights = chunk_inputs
         outputs, grads = chunk_outputs_and_grads(params, state, chunk_tasks)
-        return jax.tree.map(lambda t, g: t + g.sum(0), total, grads), outputs
+        return jax.tree.map(lambda t, g: t + _weighted_sum(g, chunk_weights), total, grads), outputs
 
     count = _leading(tasks)
     whole = count - count % chunk
     # Chunk i holds tasks i, i + whole/chunk, ...: with tasks sharded over devices in contiguous blocks (and
     # chunk a multiple of the device count), every device loops over its own tasks.
-    chunks = jax.tree.map(lambda a: a[:whole].reshape(chunk, whole // chunk, *a.shape[1:]).swapaxes(0, 1), tasks)
+    inputs = (tasks, weights)
+    chunks = jax.tree.map(lambda a: a[:whole].reshape(chunk, whole // chunk, *a.shape[1:]).swapaxes(0, 1), inputs)
     # Two chunks per loop iteration let XLA overlap one chunk's memory-bound work with the other's matrix
     # products: omniglot-maml 61 -> 66 tasks/s on 2 CPU cores, compile 6 -> 8.5 s (docs/batching.md).
     total, outputs = jax.lax.scan(add_chunk, jax.tree.map(jnp.zeros_like, params), chunks, unroll=2)
     outputs = jax.tree.map(lambda a: a.swapaxes(0, 1).reshape(whole, *a.shape[2:]), outputs)
     if whole < count:
-        total, rest = add_chunk(total, jax.tree.map(lambda a: a[whole:], tasks))
+        total, rest = add_chunk(total, jax.tree.map(lambda a: a[whole:], inputs))
         outputs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), outputs, rest)
-    return outputs, jax.tree.map(lambda t: t / count, total)
+    normaliser = count if weights is None else jnp.sum(weights)
+    return outputs, jax.tree.map(lambda t: t / jnp.asarray(normaliser, t.dtype), total)
 
 
 def resolve(per_task: Callable[[Any, Any, Any], Any], params: Any, state: Any, tasks: Any) -> str:

@@ -1,10 +1,11 @@
 """Processes and devices of a run: ``jax.distributed`` set-up, the run's device mesh, the main process.
 
 ``jmeta train`` and ``jmeta eval`` use every local device by default: one mesh (``jmeta.parallel``) over
-the devices of every process, each task batch split along it, the state replicated. Several processes
-(hosts) join with ``setup(coordinator, num_processes, process_id)`` before JAX touches a device; the same
-command runs on every process, and only the main process (0) writes metrics, TensorBoard events and
-results. See docs/scaling-out.md.
+the devices of every process, each task batch split along it (padded with tasks of weight 0 when it does
+not divide: any meta-batch runs on any number of devices), the state replicated. Several processes (hosts)
+join with ``setup(coordinator, num_processes, process_id)`` before JAX touches a device; the same command
+runs on every process, and only the main process (0) writes metrics, TensorBoard events and results. See
+docs/scaling-out.md.
 
 Example::
 
@@ -23,7 +24,7 @@ import os
 import jax
 from jax.sharding import Mesh
 
-from jmeta.parallel import nearest_multiples, task_mesh
+from jmeta.parallel import task_mesh
 from jmeta.validation import positive_int
 
 # Environment variables by which a cluster announces several processes that jax.distributed.initialize()
@@ -121,24 +122,3 @@ def run_mesh(devices: int = 0) -> Mesh:
 
 def _devices_of(process: int) -> list[jax.Device]:
     return sorted((d for d in jax.devices() if d.process_index == process), key=lambda d: d.id)
-
-
-def check_meta_batch(meta_batch: int, mesh: Mesh) -> None:
-    """Raises ValueError, naming the nearest valid values, when ``meta_batch`` tasks do not split evenly
-    over the mesh's devices.
-
-    Example::
-
-        >>> check_meta_batch(32, run_mesh(0))
-    """
-    if meta_batch % mesh.size == 0:
-        return
-    processes = jax.process_count()
-    per_process = mesh.size // processes
-    fits = [d for d in range(per_process, 0, -1) if meta_batch % (d * processes) == 0]
-    where = f"{mesh.size} devices" + (f" ({processes} processes x {per_process})" if processes > 1 else "")
-    instead = f", or devices={fits[0]} (devices per process)" if fits else ""
-    raise ValueError(
-        f"meta_batch {meta_batch} does not divide over {where}; use "
-        f"{' or '.join(map(str, nearest_multiples(meta_batch, mesh.size)))}{instead}."
-    )

@@ -46,16 +46,21 @@ class NonFiniteError(FloatingPointError):
 
 
 class MetaTrainer(NamedTuple):
-    """``init(key) -> TrainState``; ``step(state, tasks) -> (state, metrics)`` (validated, jit-compiled);
-    ``step`` donates its input state's buffers (do not reuse a state after stepping it);
-    ``update``: the same step un-jitted, to compose into larger programs; ``loss(params, model_state,
-    tasks) -> (mean query loss, TaskOutput averaged over tasks)``. With ``check_finite=True``, ``step``
-    raises ``NonFiniteError`` instead of returning a non-finite step, and does not donate its input."""
+    """``init(key) -> TrainState``; ``step(state, tasks, weights=None) -> (state, metrics)`` (validated,
+    jit-compiled); ``step`` donates its input state's buffers (do not reuse a state after stepping it);
+    ``update(state, tasks, weights=None)``: the same step un-jitted, to compose into larger programs;
+    ``loss(params, model_state, tasks, weights=None) -> (mean query loss, TaskOutput averaged over tasks)``.
+    With ``check_finite=True``, ``step`` raises ``NonFiniteError`` instead of returning a non-finite step,
+    and does not donate its input.
+
+    ``weights``: ``None`` (every task counts the same) or a ``(tasks,)`` float array, ``>= 0`` and not all
+    0; every mean over tasks (meta-loss, meta-gradient, metrics, floating-point model state) is then
+    ``sum_i w_i x_i / sum_i w_i`` (``jmeta.batching.task_mean``)."""
 
     init: Callable[[jax.Array], TrainState]
-    step: Callable[[TrainState, Task], tuple[TrainState, dict[str, jax.Array]]]
-    update: Callable[[TrainState, Task], tuple[TrainState, dict[str, jax.Array]]]
-    loss: Callable[[PyTree, PyTree, Task], tuple[jax.Array, TaskOutput]]
+    step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    update: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    loss: Callable[..., tuple[jax.Array, TaskOutput]]
 
 
 def meta_trainer(
@@ -72,8 +77,18 @@ def meta_trainer(
     ``batching`` strategy (see ``jmeta.batching``). The step accepts a task batch sharded over devices
     (``jmeta.parallel.shard_tasks``) with the state replicated (``jmeta.parallel.replicate``).
 
+    Task weights: ``step``, ``update`` and ``loss`` take ``weights``, a ``(tasks,)`` float array (``>= 0``,
+    not all 0), and then average every per-task quantity with them: the meta-loss and so the meta-gradient
+    (for Reptile, the mean of ``theta - theta'``), the metrics (``loss`` and the learner's; ``grad_norm`` is
+    the norm of that meta-gradient) and the floating-point leaves of the model state (e.g. BatchNorm
+    statistics; other leaves are the first task's, so put a real task first). A batch padded to split
+    evenly over devices gives its padding weight 0 (``jmeta.parallel.pad_with_weights``): the step is then
+    the step on the real tasks alone, within float rounding. Tasks of weight 0 are still computed (at full
+    cost) and must give finite values, since ``0 * nan`` is NaN; padding copies real tasks, so it does.
+
     ``step`` refuses, before compiling, a task batch whose class labels lie outside ``0..classes-1`` for
-    the learner's predictions (``jmeta.learners.labels``).
+    the learner's predictions (``jmeta.learners.labels``), and ``weights`` of another shape than
+    ``(tasks,)``, negative, non-finite or all 0 (``ValueError``).
 
     ``check_finite=True`` makes ``step`` check every metric (``loss``, ``grad_norm``, the learner's) and
     every meta-gradient entry after each step, and raise ``NonFiniteError`` naming the non-finite metrics
@@ -88,6 +103,9 @@ def meta_trainer(
         >>> model = jmeta.from_linen(jmeta.models.MLP((8, 1)), jnp.zeros((1, 1)))
         >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
         >>> trainer = jmeta.meta_trainer(learner, optax.adam(1e-3), batching="vmap")
+        >>> tasks = jmeta.tasks.sinusoid_tasks(jax.random.key(1), 3, shots=5, queries=5)
+        >>> weights = jnp.array([1.0, 1.0, 0.0])                 # the third task is padding
+        >>> state, metrics = trainer.step(trainer.init(jax.random.key(0)), tasks, weights)
     """
     if not isinstance(learner, Learner):
         raise TypeError(f"learner must be a jmeta.Learner (e.g. jmeta.maml(...)); got {type(learner).__name__}.")
@@ -102,35 +120,46 @@ def meta_trainer(
         params, model_state = learner.init(key)
         return TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
 
-    def loss(params: PyTree, model_state: PyTree, tasks: Task) -> tuple[jax.Array, TaskOutput]:
+    def loss(
+        params: PyTree, model_state: PyTree, tasks: Task, weights: jax.Array | None = None
+    ) -> tuple[jax.Array, TaskOutput]:
+        jmeta_batching.check_weights(weights, jax.tree.leaves(tasks)[0].shape[0])
         losses, outputs = batched_task_loss(params, model_state, tasks)
-        return jnp.mean(losses), mean_over_tasks(outputs)
+        return jmeta_batching.task_mean(losses, weights), mean_over_tasks(outputs, weights)
 
-    def update_with_grads(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
-        (_, outputs), grads = batched_task_loss_and_grad(state.params, state.model_state, tasks)
-        output = mean_over_tasks(outputs)
+    def update_with_grads(
+        state: TrainState, tasks: Task, weights: jax.Array | None
+    ) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
+        (_, outputs), grads = batched_task_loss_and_grad(state.params, state.model_state, tasks, weights)
+        output = mean_over_tasks(outputs, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**output.metrics, "grad_norm": optax.tree.norm(grads)}
         return TrainState(state.step + 1, params, output.model_state, opt_state), metrics, grads
 
-    def update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
-        new_state, metrics, _ = update_with_grads(state, tasks)
+    def update(
+        state: TrainState, tasks: Task, weights: jax.Array | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        new_state, metrics, _ = update_with_grads(state, tasks, weights)
         return new_state, metrics
 
-    def counted_update(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
-        new_state, metrics, grads = update_with_grads(state, tasks)
+    def counted_update(
+        state: TrainState, tasks: Task, weights: jax.Array | None
+    ) -> tuple[TrainState, dict[str, jax.Array], PyTree]:
+        new_state, metrics, grads = update_with_grads(state, tasks, weights)
         return new_state, metrics, jax.tree.map(lambda g: jnp.sum(~jnp.isfinite(g)), grads)
 
     compiled_update = jax.jit(update, donate_argnums=0)
     compiled_counted_update = jax.jit(counted_update)
 
-    def step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
-        num_tasks(tasks)
+    def step(
+        state: TrainState, tasks: Task, weights: jax.Array | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        jmeta_batching.check_weights(weights, num_tasks(tasks))
         check_task_labels(learner, state.params, state.model_state, tasks, "tasks")
         if not check_finite:
-            return compiled_update(state, tasks)
-        new_state, metrics, bad_counts = compiled_counted_update(state, tasks)
+            return compiled_update(state, tasks, weights)
+        new_state, metrics, bad_counts = compiled_counted_update(state, tasks, weights)
         raise_if_not_finite(metrics, bad_counts, int(new_state.step))
         return new_state, metrics
 
@@ -179,6 +208,16 @@ def _first_bad(value: np.ndarray) -> float:
     return float(value.ravel()[~np.isfinite(value.ravel())][0])
 
 
-def mean_over_tasks(tree: Any) -> Any:
-    """Averages floating-point leaves over the leading task axis; other leaves take the first task's."""
-    return jax.tree.map(lambda a: jnp.mean(a, 0) if jnp.issubdtype(a.dtype, jnp.floating) else a[0], tree)
+def mean_over_tasks(tree: Any, weights: jax.Array | None = None) -> Any:
+    """Averages floating-point leaves over the leading task axis (weighted by ``weights``, shape ``(tasks,)``,
+    if given: ``jmeta.batching.task_mean``); other leaves take the first task's.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> mean_over_tasks({"loss": jnp.array([1.0, 3.0, 8.0]), "step": jnp.array([4, 4, 4])}, jnp.array([1, 1, 0]))
+        {'loss': Array(2., dtype=float32), 'step': Array(4, dtype=int32)}
+    """
+    return jax.tree.map(
+        lambda a: jmeta_batching.task_mean(a, weights) if jnp.issubdtype(a.dtype, jnp.floating) else a[0], tree
+    )

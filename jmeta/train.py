@@ -14,7 +14,8 @@ so the sampler's state is its key, saved with the parameters and optimiser state
 
 Every local device is used (config key ``devices``: how many per process, 0 = all), and every process
 of a ``jax.distributed`` run (``jmeta.distributed``): each step's tasks are sampled from the same key
-whatever the device count and split over one mesh, the state is replicated; only process 0 writes files.
+whatever the device count and split over one mesh (padded with tasks of weight 0 when they do not divide
+over it: ``jmeta.parallel.pad_with_weights``), the state is replicated; only process 0 writes files.
 
 Example::
 
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from jmeta import parallel
 from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred
-from jmeta.distributed import check_meta_batch, is_main_process, run_mesh
+from jmeta.distributed import is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import (
     Experiment,
@@ -107,7 +108,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     check_config(config)
     fix_schedule(config, Path(workdir))
     experiment = build(config)  # reads only: a bad config leaves no workdir behind
-    check_meta_batch(config.meta_batch, run_mesh_of(config))
     # One process of a multi-process run holds the lock for all of them.
     with workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
         workdir = prepare_workdir(workdir, config)
@@ -335,7 +335,8 @@ def meta_train(
     def scan_steps(state: TrainState, sampler: Any, count: int) -> tuple[TrainState, dict[str, jax.Array]]:
         def one_step(state: TrainState, _: None) -> tuple[TrainState, dict[str, jax.Array]]:
             tasks = sampler(jax.random.fold_in(keys.train, state.step), config.meta_batch)
-            return trainer.update(state, parallel.constrain_tasks(tasks, mesh))
+            tasks, weights = parallel.constrain_tasks(parallel.pad_with_weights(tasks, mesh.size), mesh)
+            return trainer.update(state, tasks, weights)
 
         return jax.lax.scan(one_step, state, length=count)
 

@@ -10,7 +10,8 @@ is the query loss after adaptation and whose gradient with respect to ``theta`` 
     surrogate = stop_gradient(query_loss) + <theta - stop_gradient(theta), stop_gradient(theta - theta')>
 
 (no gradient flows through the inner loop). ``optax.sgd(eps)`` as the meta-optimiser then performs the
-Reptile update averaged over the task batch, and ``reptile_meta_optimizer`` anneals ``eps`` linearly to
+Reptile update averaged over the task batch (a weighted average with the trainer's task ``weights``, e.g.
+padding of weight 0: ``jmeta.meta_trainer``), and ``reptile_meta_optimizer`` anneals ``eps`` linearly to
 ``final`` as in the paper. Other optax optimisers (e.g. Adam) use ``theta - theta'`` as a gradient.
 ``metrics["loss"]`` is the real query loss after adaptation.
 
