@@ -24,7 +24,8 @@ perturbation, then no precision lost anywhere.
 
 Run (about 10 s per variant and seed on 2 busy CPU cores)::
 
-    PYTHONPATH=. python benchmarks/bf16_drift.py --seeds 0 1 2 --steps 1500
+    PYTHONPATH=. python benchmarks/bf16_drift.py --seeds 0 1 2 --steps 1500 [--curves DIR]
+    PYTHONPATH=. python benchmarks/bf16_drift.py --step-errors --steps 1000
 """
 
 from __future__ import annotations
@@ -111,14 +112,23 @@ def split_maml(support: Model, query: Model, loss_fn, inner_lr: float, default_s
     return Learner(support.init, adapt, query.apply, task_loss)
 
 
-def run_variant(name: str, seed: int, steps: int) -> dict:
-    config = load_config(REPO / "experiments" / "sinusoid_maml.py", [f"steps={steps}", f"seed={seed}", "val_every=0"])
-    experiment = build(config)  # float32: the config's compute_dtype is float32
+def sinusoid_config(seed: int, steps: int):
+    return load_config(REPO / "experiments" / "sinusoid_maml.py", [f"steps={steps}", f"seed={seed}", "val_every=0"])
+
+
+def variant_experiment(name: str, config) -> Experiment:
+    """``config``'s experiment (float32, as its ``compute_dtype`` says) with the learner of variant ``name``."""
+    experiment = build(config)
     base = MODELS[config.model](config, experiment.family)
     support, query = (WRAPPERS[w](base) for w in VARIANTS[name])
     learner = split_maml(support, query, experiment.family.loss, config.inner_lr, config.inner_steps)
-    experiment = Experiment(experiment.family, learner, experiment.meta_optimizer)
-    trainer = meta_trainer(learner, experiment.meta_optimizer, batching=config.batching)
+    return Experiment(experiment.family, learner, experiment.meta_optimizer)
+
+
+def train_variant(name: str, config):
+    """Meta-trains as ``jmeta train`` does; returns the experiment, keys, last state and per-step losses."""
+    experiment = variant_experiment(name, config)
+    trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
     keys = run_keys(config.seed)
     state = trainer.init(keys.init)
     state = state._replace(params=INITIAL.get(name, lambda p: p)(state.params))
@@ -130,12 +140,42 @@ def run_variant(name: str, seed: int, steps: int) -> dict:
             tasks = sampler(jax.random.fold_in(keys.train, state.step), config.meta_batch)
             return trainer.update(state, tasks)
 
-        return jax.lax.scan(one_step, state, length=steps)
+        return jax.lax.scan(one_step, state, length=config.steps)
 
     state, metrics = train(state)
-    losses = np.asarray(metrics["loss"])
-    results = meta_test(config, experiment, state, keys.test)["results"]
-    return {"losses": losses, "test": {k: (v["loss"]["mean"], v["loss"]["ci95"]) for k, v in results.items()}}
+    return experiment, keys, state, np.asarray(metrics["loss"])
+
+
+def relative_error(tree, reference) -> float:
+    """``|tree - reference| / |reference|`` over all leaves together (Euclidean norms)."""
+    flat = lambda t: np.concatenate([np.ravel(leaf) for leaf in jax.tree.leaves(t)])  # noqa: E731
+    return float(np.linalg.norm(flat(tree) - flat(reference)) / np.linalg.norm(flat(reference)))
+
+
+def step_errors(config, params, state, tasks) -> dict[str, dict[str, float]]:
+    """Per variant: the relative error against float32 of the meta-loss, the meta-gradient (mean over
+    ``tasks``) and the inner updates (adapted minus ``params``, every task), all at the same ``params``."""
+
+    def quantities(learner):
+        def meta_loss(p):
+            return jnp.mean(jax.vmap(lambda t: learner.task_loss(p, state, t)[0])(tasks))
+
+        adapt = jax.vmap(lambda t: learner.adapt(params, state, t.support_x, t.support_y))
+        loss, grad = jax.jit(jax.value_and_grad(meta_loss))(params)
+        return loss, grad, jax.tree.map(jnp.subtract, jax.jit(adapt)(tasks), params)
+
+    loss32, grad32, update32 = quantities(variant_experiment("float32", config).learner)
+    errors = {}
+    for name in VARIANTS:
+        if name in INITIAL or name == "float32":
+            continue
+        loss, grad, update = quantities(variant_experiment(name, config).learner)
+        errors[name] = {
+            "meta-loss": abs(float(loss) / float(loss32) - 1),
+            "meta-gradient": relative_error(grad, grad32),
+            "inner update": relative_error(update, update32),
+        }
+    return errors
 
 
 def main() -> None:
@@ -143,15 +183,37 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--curves", type=Path, help="folder to save each run's per-step losses in (.npy)")
+    parser.add_argument(
+        "--step-errors",
+        action="store_true",
+        help="instead: one meta-step's errors per variant, at the initial parameters and after --steps float32 steps",
+    )
     args = parser.parse_args()
+    if args.step_errors:
+        config = sinusoid_config(args.seeds[0], args.steps)
+        experiment, keys, state, _ = train_variant("float32", config)
+        tasks = experiment.family.sample_train(jax.random.fold_in(keys.train, config.steps), config.meta_batch)
+        initial = experiment.learner.init(keys.init)[0]
+        print("variant | parameters | relative error against float32: meta-loss / meta-gradient / inner update")
+        for label, params in (("initial", initial), (f"after {config.steps} steps", state.params)):
+            for name, errors in step_errors(config, params, state.model_state, tasks).items():
+                print(f"{name} | {label} | " + " / ".join(f"{value:.2e}" for value in errors.values()), flush=True)
+        return
     window = f"{args.steps - 99}-{args.steps}"
     print(f"variant | seed | train loss, mean of steps {window} | test MSE after 1 / 5 / 10 steps (95% CI)")
     for name in args.variants:
         for seed in args.seeds:
-            out = run_variant(name, seed, args.steps)
-            test = " / ".join(f"{out['test'][k][0]:.3f} ± {out['test'][k][1]:.3f}" for k in ("1", "5", "10"))
-            print(f"{name} | {seed} | {out['losses'][-100:].mean():.4f} | {test}", flush=True)
-            np.save(f"/tmp/bf16_drift_{name.replace(' ', '_')}_{seed}.npy", out["losses"])
+            config = sinusoid_config(seed, args.steps)
+            experiment, keys, state, losses = train_variant(name, config)
+            results = meta_test(config, experiment, state, keys.test)["results"]
+            test = " / ".join(
+                f"{results[k]['loss']['mean']:.3f} ± {results[k]['loss']['ci95']:.3f}" for k in "1 5 10".split()
+            )
+            print(f"{name} | {seed} | {losses[-100:].mean():.4f} | {test}", flush=True)
+            if args.curves:
+                args.curves.mkdir(parents=True, exist_ok=True)
+                np.save(args.curves / f"{name.replace(' ', '_')}_{seed}.npy", losses)
 
 
 if __name__ == "__main__":
