@@ -22,6 +22,10 @@ from the run's: how far float32 itself drifts from a perturbation at the level o
 ``init rounded`` is float32 from the run's initial parameters rounded to bfloat16 once: one bfloat16-sized
 perturbation, then no precision lost anywhere.
 
+``--step-errors`` instead measures one meta-step of each pass variant against float32 at the same parameters
+(the initial ones, and those after ``--steps`` float32 meta-steps), on one meta-batch: the relative errors of
+the meta-loss, the meta-gradient and the inner updates (adapted minus meta-parameters).
+
 Run (about 10 s per variant and seed on 2 busy CPU cores)::
 
     PYTHONPATH=. python benchmarks/bf16_drift.py --seeds 0 1 2 --steps 1500 [--curves DIR]
