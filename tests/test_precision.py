@@ -79,6 +79,46 @@ def test_bfloat16_sinusoid_maml_trains_like_float32():
     assert abs(after16 - after32) <= 0.1 * after32 + 0.05, scores
 
 
+def relative_error(tree, reference):
+    flat = lambda t: jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(t)])  # noqa: E731
+    return float(jnp.linalg.norm(flat(tree) - flat(reference)) / jnp.linalg.norm(flat(reference)))
+
+
+def bfloat16_master_copy_sgd(lr):
+    """SGD whose new parameters are rounded to bfloat16: the inner update of a bfloat16 master copy."""
+
+    def update(grads, state, params):
+        stepped = jax.tree.map(lambda p, g: p - lr * g, params, grads)
+        kept = jax.tree.map(lambda p: p.astype(jnp.bfloat16).astype(jnp.float32), stepped)
+        return jax.tree.map(jnp.subtract, kept, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def test_bfloat16_inner_update_keeps_float32_precision():
+    """The inner update (adapted minus meta-parameters) of bfloat16 sinusoid MAML is within 1% of float32's:
+    only the support gradient carries bfloat16's rounding (measured 0.42% on these 25 tasks). Applying the
+    update to a bfloat16 copy of the parameters misses by 4.7% (the update, 0.01 x gradient, is a small
+    fraction of the parameters, so rounding their sum loses most of its bits); the bound tells them apart."""
+    model = jmeta.from_linen(jmeta.models.MLP((40, 40, 1), init_std=0.01), jnp.zeros((1, 1)))
+    tasks = SinusoidSampler(10, 10)(jax.random.key(1), 25)
+    reference = jmeta.maml(model, jmeta.losses.mse, 0.01, 1)
+    params, state = reference.init(jax.random.key(0))
+
+    def inner_update(learner):
+        adapt = jax.vmap(lambda t: learner.adapt(params, state, t.support_x, t.support_y))
+        return jax.tree.map(jnp.subtract, jax.jit(adapt)(tasks), params)
+
+    expected = inner_update(reference)
+    bfloat16 = inner_update(jmeta.maml(model, jmeta.losses.mse, 0.01, 1, compute_dtype="bfloat16"))
+    master_copy = inner_update(
+        jmeta.maml(model, jmeta.losses.mse, inner_optimizer=bfloat16_master_copy_sgd(0.01), compute_dtype="bfloat16")
+    )
+    assert float_dtypes(bfloat16) == {"float32"}
+    assert relative_error(bfloat16, expected) < 0.01
+    assert relative_error(master_copy, expected) > 0.02
+
+
 def omniglot_like_tasks(key, count, classes=20, ways=5, queries=5):
     """Omniglot-shaped 5-way 1-shot tasks from a fixed pool of ``classes`` random 28x28 'characters': each
     task draws ``ways`` of them in a random order; examples are the character plus noise."""
