@@ -7,7 +7,7 @@ Example::
     jmeta train CONFIG --workdir D --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on each host
     jmeta plot --workdir runs/sinusoid_maml
     jmeta data omniglot --data-dir ~/jmeta_data/omniglot
-    jmeta data folder --data-dir my_images
+    jmeta data folder --data-dir my_images --option image_size=32 --option split_file=splits.csv
     jmeta predict runs/distill/student images.npy
     jmeta predict --workdir runs/sinusoid_maml --support-x xs.npy --support-y ys.npy --query xq.npy
     jmeta bench sinusoid-maml --peer l2l
@@ -65,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument(
         "--split",
         help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official; or a registered split",
+    )
+    data.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any option of the data set's loader (repeatable), the value a Python literal or else text, e.g. "
+        "--option image_size=32 --option 'fractions=(0.6,0.2,0.2)' --option split_file=splits.csv; also "
+        "val_fraction=0.1",
     )
 
     predict = commands.add_parser(
@@ -219,7 +228,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from jmeta import data
 
-    options = {"split": args.split} if args.split else {}
+    options = data.registry.parse_options(args.name, [*args.option, *([f"split={args.split!r}"] if args.split else [])])
     print(data.summary(data.load(args.name, args.data_dir, **options)))
     return 0
 
