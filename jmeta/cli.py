@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
     predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
     predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
-    predict.add_argument("--query", help=".npy of query inputs, or a folder of images")
+    predict.add_argument("--query", help=".npy of query inputs, an image file, or a folder of images")
     predict.add_argument("--steps", type=int, help="inner steps (default: the most the run was meta-tested with)")
 
     bench = commands.add_parser(
@@ -264,7 +264,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     class folder's name with --support) or, for regression, its values."""
     import numpy as np
 
-    from jmeta import runs
+    from jmeta import data, runs
 
     if args.artifact or args.inputs:
         raise ValueError("give either --workdir or an artifact folder with an inputs file, not both.")
@@ -277,6 +277,11 @@ def _predict_run(args: argparse.Namespace) -> int:
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
     run = runs.load_run(args.workdir, args.checkpoint)
     class_names: list[str] = []
+    if args.support and run.config.task not in data.dataset_names():
+        raise ValueError(
+            f"--support reads a folder of images per class, for a run on an image data set; this run's task "
+            f"{run.config.task!r} is not one. Give --support-x and --support-y (.npy files) instead."
+        )
     if args.support:
         folders = sorted(p for p in Path(args.support).iterdir() if p.is_dir() and not p.name.startswith("."))
         files = [runs.image_files(folder) for folder in folders]
@@ -287,13 +292,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         class_names = [folder.name for folder in folders]
     else:
         support_x, support_y = np.load(args.support_x), np.load(args.support_y)
-    query_names: list[str] = []
-    if Path(args.query).is_dir():
-        query_files = runs.image_files(Path(args.query))
-        query_x = runs.read_images(query_files, run)
-        query_names = [path.name for path in query_files]
-    else:
-        query_x = np.load(args.query)
+    query_x, query_names = _query_inputs(Path(args.query), run)
     outputs = runs.predict(run, support_x, support_y, query_x, steps=args.steps)
     if args.outputs:
         np.save(args.outputs, outputs)
@@ -305,6 +304,29 @@ def _predict_run(args: argparse.Namespace) -> int:
             prediction = class_names[label] if class_names else str(label)
         print(f"{query_names[i]}\t{prediction}" if query_names else prediction)
     return 0
+
+
+def _query_inputs(path: Path, run: object) -> tuple[object, list[str]]:
+    """``--query``: a folder of images, one image file (read as the run's data set reads its images), or a
+    .npy file of inputs; returns the inputs and the image files' names (none for .npy)."""
+    import numpy as np
+
+    from jmeta import runs
+    from jmeta.data.files import IMAGE_SUFFIXES, skip_reason
+
+    if path.is_dir() or (path.is_file() and skip_reason(path.name) is None):
+        files = runs.image_files(path) if path.is_dir() else [path]
+        return runs.read_images(files, run), [file.name for file in files]
+    accepted = f"a .npy file of inputs (points, *input_shape), an image file ({' '.join(IMAGE_SUFFIXES)}) or a folder"
+    if not path.exists():
+        raise FileNotFoundError(f"--query {str(path)!r} does not exist; --query takes {accepted} of them.")
+    try:
+        return np.load(path, allow_pickle=False), []
+    except (OSError, ValueError):
+        raise ValueError(
+            f"--query {str(path)!r} is not an image file and numpy cannot read it as a .npy file of numbers; "
+            f"--query takes {accepted} of them."
+        ) from None
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -142,6 +142,9 @@ def evaluate_workdir(
     """
     workdir = Path(workdir)
     config = read_config(workdir)
+    if config.get("program"):  # a source system's run (jmeta.systems.programs): no checkpoint to re-test
+        raise ValueError(f"this workdir holds a run of program {config.program!r}; its results are in results.json; "
+                         "jmeta eval re-tests meta-learner runs.")
     for override in overrides:
         if override.partition("=")[0] not in EVAL_OVERRIDES:
             allowed = ", ".join(f"{key}=..." for key in EVAL_OVERRIDES)
