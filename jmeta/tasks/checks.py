@@ -62,7 +62,7 @@ and whether it shows in its metrics depends on the compiled program.
         return
     bad = np.logical_or.reduce([~finite for finite in flags.values()])
     task = int(np.flatnonzero(bad)[0])
-    field = next(name for name, finite in flags.items() if not finite[task])
+    field = next(name for name in tasks._fields if name in flags and not flags[name][task])
     values = np.asarray(getattr(tasks, field)[task])
     point, *index = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
     raise ValueError(
