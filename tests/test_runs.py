@@ -206,7 +206,8 @@ def test_a_changed_config_error_shows_old_and_new_values(tmp_path):
 def test_the_ways_error_names_the_split_it_counted(tmp_path, override, split):
     config_path = tmp_path / "digits_protonet.py"
     config_path.write_text(DIGITS_PROTONET)
-    message = rf"^ways must be at most the number of classes in digits's {split} split \(its default split\) \(5\)"
+    key = override.partition("=")[0]  # the error names the key the value came from
+    message = rf"^{key} must be at most the number of classes in digits's {split} split \(its default split\) \(5\)"
     with pytest.raises(ValueError, match=message):
         build(load_config(config_path, [override]))
 
