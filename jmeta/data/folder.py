@@ -128,9 +128,9 @@ def preprocess(
     """Prepares outside images exactly as :func:`from_folder` prepares a folder's: uint8 ``(N, H, W, C)``.
 
     ``images`` is a sequence of image sources (paths, bytes, PIL images, uint8 arrays), a uint8 array
-    ``(N, H, W)`` or ``(N, H, W, C)``, or one path; boolean arrays (``numpy.asarray`` of a 1-bit PNG) are read as
-    0/255. Pass the options the data was loaded with. Divide by
-    255 for the model's float32 input, as the episode sampler does.
+    ``(N, H, W)`` or ``(N, H, W, C)``, or one path; boolean arrays (``numpy.asarray`` of a 1-bit PNG) are
+    read as 0/255. Pass the options the data was loaded with. Divide by 255 for the model's float32 input,
+    as the episode sampler does.
 
     Example::
 
@@ -162,7 +162,8 @@ def _empty_folders(folders: list[str], images: list[str], depth: int) -> list[st
         for f in folders
         if len(Path(f).parts) <= depth and f not in holding and files.folder_skip_reason(f) is None
     ]
-    return [f for f in empty if "/".join(Path(f).parts[:-1]) not in empty]
+    tops = set(empty)
+    return [f for f in empty if "/".join(Path(f).parts[:-1]) not in tops]
 
 
 def _class_depth(root: Path, images: list[str], folders: list[str]) -> int:
