@@ -1,7 +1,7 @@
 """Checks of a task sampler's output before a program is compiled on it.
 
 A NaN or infinite input makes the tasks that hold it diverge, and whether it shows in their metrics
-depends on the program: XLA:CPU's fused ReLU, for one, maps NaN to 0 in some programs and not in others.
+depends on the program: XLA:CPU's fused ReLU, for one, can map NaN to 0 in some programs and not in others.
 Data sets are checked when loaded (:meth:`jmeta.data.ClassDataset.check_finite`); a sampler of your own
 is checked here, on the batches that :func:`jmeta.evaluate` evaluates and on the first batch that
 meta-training trains on.
