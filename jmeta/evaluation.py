@@ -250,4 +250,11 @@ def _draw(sampler: TaskSampler, key: jax.Array, start: int, count: int) -> Task:
     does not depend on the batch it is evaluated in; from a pytree sampler (passed as an argument: its arrays
     are not baked in)."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(count))
-    return jax.tree.map(lambda x: x[:, 0], jax.vmap(lambda k: sampler(k, 1))(keys))
+    tasks = jax.vmap(lambda k: sampler(k, 1))(keys)
+    drawn = {name: jnp.shape(value)[1] for name, value in tasks._asdict().items()}
+    if set(drawn.values()) != {1}:
+        raise ValueError(
+            f"sample_tasks(key, 1) must return 1 task (a leading task axis of 1); it returned tasks of {drawn}. "
+            "A sampler returns num_tasks tasks drawn from key (evaluate draws each task alone, from its own key)."
+        )
+    return jax.tree.map(lambda x: x[:, 0], tasks)

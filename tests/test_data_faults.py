@@ -363,3 +363,13 @@ def test_eval_and_plot_of_a_programs_workdir_say_what_it_holds(tmp_path, capsys)
     assert main(["plot", "--workdir", str(workdir)]) == 0
     assert capsys.readouterr().out.split() == [str(workdir / "figure.png")]
     assert json.loads((workdir / "config.json").read_text())["program"] == "gmm"
+
+
+def test_evaluate_refuses_a_sampler_that_ignores_the_number_of_tasks(mlp_model):
+    learner = jmeta.maml(mlp_model, jmeta.losses.mse, inner_lr=0.01)
+    params, state = learner.init(jax.random.key(0))
+    pool = jmeta.tasks.sinusoid_tasks(jax.random.key(5), 10, shots=5, queries=20)
+    fixed = jax.tree_util.Partial(lambda key, n, pool: pool, pool=pool)  # always the same 10 tasks
+    with pytest.raises(ValueError, match=r"sample_tasks\(key, 1\) must return 1 task .* it returned tasks of "
+                                         r"\{'support_x': 10, 'support_y': 10, 'query_x': 10, 'query_y': 10\}"):
+        jmeta.evaluate(learner, params, state, fixed, jax.random.key(1), num_tasks=10, steps=(0,))
