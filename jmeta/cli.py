@@ -7,7 +7,7 @@ Example::
     jmeta train CONFIG --workdir D --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # on each host
     jmeta plot --workdir runs/sinusoid_maml
     jmeta data omniglot --data-dir ~/jmeta_data/omniglot
-    jmeta data folder --data-dir my_images
+    jmeta data folder --data-dir my_images --option image_size=32 --option split_file=splits.csv
     jmeta predict runs/distill/student images.npy
     jmeta predict --workdir runs/sinusoid_maml --support-x xs.npy --support-y ys.npy --query xq.npy
     jmeta bench sinusoid-maml --peer l2l
@@ -75,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         "--split",
         help="omniglot: vinyals, maml or background; mnist/cifar10: classes or official; or a registered split",
     )
+    data.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any option of the data set's loader (repeatable), the value a Python literal or else text, e.g. "
+        "--option image_size=32 --option 'fractions=(0.6,0.2,0.2)' --option split_file=splits.csv; also "
+        "val_fraction=0.1",
+    )
 
     predict = commands.add_parser(
         "predict",
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
     predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
     predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
-    predict.add_argument("--query", help=".npy of query inputs, or a folder of images")
+    predict.add_argument("--query", help=".npy of query inputs, an image file, or a folder of images")
     predict.add_argument("--steps", type=int, help="inner steps (default: the most the run was meta-tested with)")
 
     bench = commands.add_parser(
@@ -228,7 +237,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from jmeta import data
 
-    options = {"split": args.split} if args.split else {}
+    options = data.registry.parse_options(args.name, [*args.option, *([f"split={args.split!r}"] if args.split else [])])
     print(data.summary(data.load(args.name, args.data_dir, **options)))
     return 0
 
@@ -264,7 +273,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     class folder's name with --support) or, for regression, its values."""
     import numpy as np
 
-    from jmeta import runs
+    from jmeta import data, runs
     from jmeta.experiment import components
 
     if args.artifact or args.inputs:
@@ -278,6 +287,11 @@ def _predict_run(args: argparse.Namespace) -> int:
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
     run = runs.load_run(args.workdir, args.checkpoint)
     class_names: list[str] = []
+    if args.support and run.config.task not in data.dataset_names():
+        raise ValueError(
+            f"--support reads a folder of images per class, for a run on an image data set; this run's task "
+            f"{run.config.task!r} is not one. Give --support-x and --support-y (.npy files) instead."
+        )
     if args.support:
         folders = sorted(p for p in Path(args.support).iterdir() if p.is_dir() and not p.name.startswith("."))
         files = [runs.image_files(folder) for folder in folders]
@@ -288,13 +302,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         class_names = [folder.name for folder in folders]
     else:
         support_x, support_y = np.load(args.support_x), np.load(args.support_y)
-    query_names: list[str] = []
-    if Path(args.query).is_dir():
-        query_files = runs.image_files(Path(args.query))
-        query_x = runs.read_images(query_files, run)
-        query_names = [path.name for path in query_files]
-    else:
-        query_x = np.load(args.query)
+    query_x, query_names = _query_inputs(Path(args.query), run)
     outputs = runs.predict(run, support_x, support_y, query_x, steps=args.steps)
     if args.outputs:
         np.save(args.outputs, outputs)
@@ -306,6 +314,29 @@ def _predict_run(args: argparse.Namespace) -> int:
             prediction = class_names[label] if class_names else str(label)
         print(f"{query_names[i]}\t{prediction}" if query_names else prediction)
     return 0
+
+
+def _query_inputs(path: Path, run: object) -> tuple[object, list[str]]:
+    """``--query``: a folder of images, one image file (read as the run's data set reads its images), or a
+    .npy file of inputs; returns the inputs and the image files' names (none for .npy)."""
+    import numpy as np
+
+    from jmeta import runs
+    from jmeta.data.files import IMAGE_SUFFIXES, skip_reason
+
+    if path.is_dir() or (path.is_file() and skip_reason(path.name) is None):
+        files = runs.image_files(path) if path.is_dir() else [path]
+        return runs.read_images(files, run), [file.name for file in files]
+    accepted = f"a .npy file of inputs (points, *input_shape), an image file ({' '.join(IMAGE_SUFFIXES)}) or a folder"
+    if not path.exists():
+        raise FileNotFoundError(f"--query {str(path)!r} does not exist; --query takes {accepted} of them.")
+    try:
+        return np.load(path, allow_pickle=False), []
+    except (OSError, ValueError):
+        raise ValueError(
+            f"--query {str(path)!r} is not an image file and numpy cannot read it as a .npy file of numbers; "
+            f"--query takes {accepted} of them."
+        ) from None
 
 
 def _bench(args: argparse.Namespace) -> int:

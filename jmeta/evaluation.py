@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -31,6 +32,7 @@ from jmeta.batch_norm import BATCH_NORM_MODES, batch_norm_mode, check_mode
 from jmeta.learners.base import Learner
 from jmeta.learners.labels import check_task_labels
 from jmeta.nn import PyTree
+from jmeta.tasks.checks import check_finite_tasks
 from jmeta.tasks.sampler import check_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
@@ -110,9 +112,11 @@ def evaluate(
 
     ``sample_tasks(key, n)`` draws ``n`` tasks; it is a pytree callable such as
     ``jmeta.tasks.SinusoidSampler`` or ``jmeta.tasks.episodes.EpisodeSampler`` (passed into the compiled
-    sampling function as an argument, so its data are not baked in). They are evaluated ``batch_size`` at a
-    time, the same tasks for every step count. Step count 0 is the meta-parameters before adaptation.
-    Returns ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
+    sampling function as an argument, so its data are not baked in). Task ``i`` is drawn alone, as
+    ``sample_tasks(fold_in(key, i), 1)`` (vmapped over a batch's keys), so the tasks, and with them the
+    count of diverged tasks, do not depend on ``batch_size``, the number of tasks evaluated at a time; the
+    same tasks serve every step count. Step count 0 is the meta-parameters before adaptation. Returns
+    ``{steps: {metric: Estimate}}``. Compiled programs are cached, so calling it again (e.g. for
     periodic validation) does not recompile. With a ``mesh`` (``jmeta.parallel.task_mesh``), each batch is
     split over its devices (padded with repeats of its first tasks, whose results are dropped), so the tasks
     and estimates do not depend on the number of devices.
@@ -129,8 +133,9 @@ def evaluate(
     last two need a ``from_linen`` model; models without BatchNorm give the same result in every mode.
 
     Raises ``ValueError`` for a bad argument, for tasks whose class labels lie outside the model's
-    outputs (checked on the first batch, before compiling), and for a non-transductive ``batch_norm``
-    with a model that cannot follow it.
+    outputs (checked on the first batch, before compiling), for tasks holding a NaN or infinite input or
+    target (every batch is checked, the first before compiling: :func:`jmeta.tasks.checks.check_finite_tasks`),
+    and for a non-transductive ``batch_norm`` with a model that cannot follow it.
     """
     values = per_task_metrics(
         learner,
@@ -164,7 +169,7 @@ def per_task_metrics(
 ) -> dict[int, dict[str, np.ndarray]]:
     """What :func:`evaluate` estimates, task by task: ``{steps: {metric: values}}``, each ``values`` a
     ``(num_tasks,)`` NumPy array in the order the tasks were drawn. Two learners evaluated with the same
-    ``sample_tasks``, ``key``, ``num_tasks`` and ``batch_size`` see the same tasks, so their values can be
+    ``sample_tasks`` and ``key`` see the same tasks (whatever the ``batch_size``), so their values can be
     compared pair by pair (e.g. ``jmeta.systems.common.paired_gain``). Values of diverged tasks stay in
     (NaN or infinite). Raises ValueError as :func:`evaluate` does.
 
@@ -201,7 +206,8 @@ def per_task_metrics(
     collected: dict[int, dict[str, list[np.ndarray]]] = {k: {} for k in steps}
     for start in range(0, num_tasks, batch_size):
         count = min(batch_size, num_tasks - start)
-        tasks = _draw(sample_tasks, jax.random.fold_in(key, start), count)
+        tasks = _draw(sample_tasks, key, start, count)
+        check_finite_tasks(tasks, "sample_tasks", first_task=start)
         if start == 0:
             check_task_labels(learner, params, model_state, tasks, "the tasks of sample_tasks")
         if mesh is not None:
@@ -235,7 +241,17 @@ def _compiled_metrics(
     return jax.jit(batching.over_tasks(per_task, strategy), out_shardings=gathered)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _draw(sampler: TaskSampler, key: jax.Array, num_tasks: int) -> Task:
-    """Draws tasks from a pytree sampler (passed as an argument: its arrays are not baked in)."""
-    return sampler(key, num_tasks)
+@functools.partial(jax.jit, static_argnums=3)
+def _draw(sampler: TaskSampler, key: jax.Array, start: int, count: int) -> Task:
+    """Tasks ``start .. start + count - 1``, task ``i`` drawn alone from ``fold_in(key, i)``, so that a task
+    does not depend on the batch it is evaluated in; from a pytree sampler (passed as an argument: its arrays
+    are not baked in)."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(count))
+    tasks = jax.vmap(lambda k: sampler(k, 1))(keys)
+    drawn = {name: jnp.shape(value)[1] for name, value in tasks._asdict().items()}
+    if set(drawn.values()) != {1}:
+        raise ValueError(
+            f"sample_tasks(key, 1) must return 1 task (a leading task axis of 1); it returned tasks of {drawn}. "
+            "A sampler returns num_tasks tasks drawn from key (evaluate draws each task alone, from its own key)."
+        )
+    return jax.tree.map(lambda x: x[:, 0], tasks)

@@ -497,14 +497,14 @@ def episodic_family(config: ml_collections.ConfigDict) -> TaskFamily:
             "to validate nothing and keep the last checkpoint."
         )
 
-    def sampler(part: str, ways: int, shots: int, queries: int, augment: str = ""):
+    def sampler(part: str, keys: tuple[str, str, str], augment: str = ""):  # keys: the config's ways, shots, queries
         name = f"{config.task}'s {part} split ({split})"
-        return make_episode_sampler(data[part], ways, shots, queries, augment=augment, name=name)
+        return make_episode_sampler(data[part], *(config[k] for k in keys), augment=augment, name=name, keys=keys)
 
-    train = sampler("train", config.ways, config.shots, config.queries, config.get("augment", ""))
-    evaluation = (config.eval_ways, config.eval_shots, config.eval_queries)
-    val = sampler("val", *evaluation) if "val" in data.splits and config.get("val_every", 1) else None
-    test = sampler("test", *evaluation)
+    train = sampler("train", ("ways", "shots", "queries"), config.get("augment", ""))
+    evaluation = ("eval_ways", "eval_shots", "eval_queries")
+    val = sampler("val", evaluation) if "val" in data.splits and config.get("val_every", 1) else None
+    test = sampler("test", evaluation)
     return TaskFamily(train, val, test, jnp.zeros((1, *data["train"].input_shape)))
 
 

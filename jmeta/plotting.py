@@ -33,9 +33,23 @@ def _pyplot():
 
 def plot_workdir(workdir: str | Path) -> list[Path]:
     """Writes ``learning_curves.png`` from ``workdir/metrics.jsonl``: each logged quantity against the
-    meta-training step, training and validation side by side. Returns the paths of the figures there."""
+    meta-training step, training and validation side by side. Returns the paths of the figures there.
+
+    A program's run (``jmeta train`` of a config with a ``program`` key, :mod:`jmeta.systems.programs`) logs
+    no learning curves: the figures it drew are returned, and without any a ValueError says so. Raises
+    FileNotFoundError for a folder that is not a ``jmeta train`` workdir."""
     workdir = Path(workdir)
     metrics_path = workdir / "metrics.jsonl"
+    config_path = workdir / "config.json"
+    program = json.loads(config_path.read_text()).get("program") if config_path.is_file() else None
+    if program and not metrics_path.is_file():
+        figures = sorted(workdir.glob("*.png"))
+        if not figures:
+            raise ValueError(
+                f"this workdir holds a run of program {program!r}, which logs no learning curves (no metrics.jsonl) "
+                "and drew no figure; its results are in results.json."
+            )
+        return figures
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} not found: is {str(workdir)!r} a `jmeta train` workdir?")
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]

@@ -62,6 +62,7 @@ from jmeta.experiment import (
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
+from jmeta.tasks.checks import check_finite_tasks
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
 # ``devices`` changes only the order of floating-point sums.
@@ -159,6 +160,9 @@ def evaluate_workdir(
     """
     workdir = Path(workdir)
     config = read_config(workdir)
+    if config.get("program"):  # a source system's run (jmeta.systems.programs): no checkpoint to re-test
+        raise ValueError(f"this workdir holds a run of program {config.program!r}; its results are in results.json; "
+                         "jmeta eval re-tests meta-learner runs.")
     sweep: dict[str, tuple[Any, ...]] = {}
     fixed = []
     for override in overrides:
@@ -341,6 +345,8 @@ def meta_train(
         return jax.lax.scan(one_step, state, length=count)
 
     run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    first = experiment.family.sample_train(jax.random.fold_in(keys.train, state.step), config.meta_batch)
+    check_finite_tasks(first, f"the meta-training sampler (step {int(state.step) + 1})")  # before compiling
     state, sampler = parallel.replicate((state, experiment.family.sample_train), mesh)
     compiled: dict[int, Any] = {}  # one program per block size: log_every, and a shorter last block
     metrics_path = workdir / "metrics.jsonl"

@@ -158,27 +158,32 @@ def test_a_diverging_test_task_is_counted_not_averaged_into_nan(mlp_model):
     pool = jmeta.tasks.sinusoid_tasks(jax.random.key(5), 10, shots=5, queries=20)
     pool = pool._replace(support_y=pool.support_y.at[3].multiply(1e30))  # one task whose inner loop blows up
 
-    class SameTasks:  # a sampler returning the same 10 tasks each time
+    class PoolTasks:  # a sampler drawing tasks of the pool of 10 by a random index
         def __call__(self, key, n):
-            return pool
+            return jax.tree.map(lambda a: a[jax.random.randint(key, (n,), 0, 10)], pool)
 
-    jax.tree_util.register_pytree_node(SameTasks, lambda s: ((), None), lambda _, __: SameTasks())
-    results = jmeta.evaluate(learner, params, state, SameTasks(), jax.random.key(1), num_tasks=10, steps=(0, 10))
+    jax.tree_util.register_pytree_node(PoolTasks, lambda s: ((), None), lambda _, __: PoolTasks())
+    results = jmeta.evaluate(learner, params, state, PoolTasks(), jax.random.key(1), num_tasks=30, steps=(0, 10))
+    # evaluate draws task j alone, from fold_in(key, j)
+    keys = [jax.random.fold_in(jax.random.key(1), j) for j in range(30)]
+    drawn = np.array([int(jax.random.randint(key, (1,), 0, 10)[0]) for key in keys])
+    threes = int(np.sum(drawn == 3))
+    assert 0 < threes < 30
     assert results[0]["loss"].diverged == 0
     diverging = results[10]["loss"]
-    assert (diverging.tasks, diverging.diverged) == (9, 1) and math.isfinite(diverging.mean)
+    assert (diverging.tasks, diverging.diverged) == (30 - threes, threes) and math.isfinite(diverging.mean)
     per_task = np.asarray(jax.jit(jax.vmap(lambda task: learner.task_loss(params, state, task, steps=10)[0]))(pool))
     assert not np.isfinite(per_task[3])
-    np.testing.assert_allclose(diverging.mean, np.mean(np.delete(per_task, 3)), rtol=1e-5)
+    np.testing.assert_allclose(diverging.mean, np.mean(per_task[drawn[drawn != 3]]), rtol=1e-5)
     table = format_results(
         {
-            "protocol": {"tasks": 10, "shots": 5, "queries_per_task": 20, "inner_lr": 0.01, "checkpoint": "x"},
+            "protocol": {"tasks": 30, "shots": 5, "queries_per_task": 20, "inner_lr": 0.01, "checkpoint": "x"},
             "results": {str(k): {n: e._asdict() for n, e in by.items()} for k, by in results.items()},
             "published": {},
             "published_source": "",
         }
     )
-    assert "[1/10 diverged]" in table.splitlines()[2] and "nan" not in table, table
+    assert f"[{threes}/30 diverged]" in table.splitlines()[2] and "nan" not in table, table
 
 
 def test_diverged_validation_tasks_do_not_choose_the_checkpoint(tmp_path, mlp_model):
@@ -208,7 +213,8 @@ def test_a_changed_config_error_shows_old_and_new_values(tmp_path):
 def test_the_ways_error_names_the_split_it_counted(tmp_path, override, split):
     config_path = tmp_path / "digits_protonet.py"
     config_path.write_text(DIGITS_PROTONET)
-    message = rf"^ways must be at most the number of classes in digits's {split} split \(its default split\) \(5\)"
+    key = override.partition("=")[0]  # the error names the key the value came from
+    message = rf"^{key} must be at most the number of classes in digits's {split} split \(its default split\) \(5\)"
     with pytest.raises(ValueError, match=message):
         build(load_config(config_path, [override]))
 

@@ -71,24 +71,26 @@ def test_evaluate_reports_each_step_count_on_the_same_tasks(mlp_model):
     params, state = learner.init(jax.random.key(0))
     pool = jmeta.tasks.sinusoid_tasks(jax.random.key(5), 10, shots=5, queries=20)
 
-    class SameTasks(NamedTuple):  # a pytree sampler returning the same 10 tasks in every batch
+    class PoolTasks(NamedTuple):  # a pytree sampler drawing tasks of a pool of 10 by a random index
         tasks: jmeta.Task
 
         def __call__(self, key, n):
-            assert n == 10
-            return self.tasks
+            return jax.tree.map(lambda a: a[jax.random.randint(key, (n,), 0, 10)], self.tasks)
 
-    sample = SameTasks(pool)
+    sample = PoolTasks(pool)
     results = jmeta.evaluate(
         learner, params, state, sample, jax.random.key(1), num_tasks=30, steps=(0, 3), batch_size=10
     )
     assert set(results) == {0, 3}
+    # evaluate draws task j alone, from fold_in(key, j)
+    drawn = [int(jax.random.randint(jax.random.fold_in(jax.random.key(1), j), (1,), 0, 10)[0]) for j in range(30)]
+    assert len(set(drawn)) > 1
     for k in (0, 3):
         per_task = [
             learner.task_loss(params, state, jax.tree.map(lambda a, i=i: a[i], pool), steps=k)[0] for i in range(10)
         ]
         assert results[k]["loss"].tasks == 30
-        np.testing.assert_allclose(results[k]["loss"].mean, np.mean(per_task), rtol=1e-5)
+        np.testing.assert_allclose(results[k]["loss"].mean, np.mean([per_task[i] for i in drawn]), rtol=1e-5)
     assert results[3]["loss"].mean != results[0]["loss"].mean
 
 

@@ -86,7 +86,8 @@ def load(
     ``split`` option of its own gets the classes of all its splits pooled and divided by it.
     ``val_fraction`` moves that fraction of the train classes, drawn with the ``seed`` option (0 where
     the loader has none), to a new val split; Omniglot carves characters before rotating them. Raises
-    ValueError for an unknown name or option. Loaders with a ``split`` option of their own (Omniglot,
+    ValueError for an unknown name or option, and for a NaN or infinite example, naming the data set, the
+    split and the example (:meth:`ClassDataset.check_finite`). Loaders with a ``split`` option of their own (Omniglot,
     folder, MNIST, CIFAR-10) resolve registered splits themselves, on their classes before augmentation.
 
     Example::

@@ -178,6 +178,42 @@ class ClassDataset:
             f"{shape} {self.images.dtype}"
         )
 
+    def check_finite(self, where: str = "the dataset") -> None:
+        """Raises ValueError when an example is NaN or infinite anywhere, naming ``where`` (e.g. the data set
+        and split), the first such example's index in ``images``, its class and its value, and how many there
+        are. uint8 images are always finite; float32 features are checked (one pass over them).
+
+        A non-finite input makes every task that draws it diverge, and a layer such as XLA:CPU's fused ReLU
+        may turn the NaN into a finite number in some programs and not in others, so such data are refused
+        where they enter: :class:`FewShotData` checks every split and
+        :func:`jmeta.tasks.episodes.make_episode_sampler` the split it samples.
+
+        Example::
+
+            >>> import numpy as np
+            >>> ds = ClassDataset(np.array([[0.0], [1.0], [np.nan]], np.float32), np.array([0, 1, 1]), ("a", "b"))
+            >>> ds.check_finite("toy's train split")
+            Traceback (most recent call last):
+            ValueError: toy's train split holds a non-finite example: images[2] (example 1 of class 'b') is nan \
+at index (0,); 1 of its 3 examples are not finite. Fix or drop them before building the data (e.g. keep = \
+np.isfinite(x).reshape(len(x), -1).all(axis=1)); a NaN input would make the tasks that draw it diverge.
+        """
+        if self.images.dtype == np.uint8:
+            return
+        finite = np.isfinite(self.images).reshape(len(self.images), -1).all(axis=1)
+        if finite.all():
+            return
+        bad = np.flatnonzero(~finite)
+        first, label = int(bad[0]), int(self.labels[bad[0]])
+        position = np.argwhere(~np.isfinite(self.images[first]))[0]
+        raise ValueError(
+            f"{where} holds a non-finite example: images[{first}] (example {first - int(self.offsets[label])} of "
+            f"class {self.class_names[label]!r}) is {self.images[first][tuple(position)]} at index "
+            f"{tuple(int(i) for i in position)}; {len(bad)} of its {len(finite)} examples are not finite. Fix or "
+            "drop them before building the data (e.g. keep = np.isfinite(x).reshape(len(x), -1).all(axis=1)); a "
+            "NaN input would make the tasks that draw it diverge."
+        )
+
     def device_arrays(self) -> ClassArrays:
         """Copies the examples and a padded per-class index table to the default device.
 
@@ -198,6 +234,9 @@ class ClassDataset:
 class FewShotData:
     """A data set's few-shot splits by name, with metadata (e.g. Omniglot's alphabets per split).
 
+    Every split's examples must be finite (:meth:`ClassDataset.check_finite`): a ValueError names the data
+    set, the split and the first non-finite example, so a NaN in the data is found when they are loaded.
+
     Metadata values that are dicts keyed by split name are shown per split by :meth:`summary`.
 
     Example::
@@ -217,6 +256,7 @@ class FewShotData:
         for split, dataset in self.splits.items():
             if not isinstance(dataset, ClassDataset):
                 raise TypeError(f"splits[{split!r}] must be a ClassDataset; got {type(dataset).__name__}.")
+            dataset.check_finite(f"data set {self.name!r}, split {split!r},")
         object.__setattr__(self, "splits", types.MappingProxyType(dict(self.splits)))
         object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
 

@@ -47,12 +47,26 @@ def skip_reason(path: str | Sequence[str]) -> str | None:
         (True, 'not an image')
     """
     parts = [part for part in (path.split("/") if isinstance(path, str) else path) if part]
+    reason = folder_skip_reason(parts)
+    if reason is None and (not parts or not parts[-1].lower().endswith(IMAGE_SUFFIXES)):
+        return NOT_IMAGE
+    return reason
+
+
+def folder_skip_reason(path: str | Sequence[str]) -> str | None:
+    """Why the folder at ``path`` (relative, ``/``-separated, or its parts) is not read (``"hidden"``,
+    ``"system file"``), by the rule of :func:`skip_reason`; ``None`` for a folder that is read.
+
+    Example::
+
+        >>> folder_skip_reason("__MACOSX/Alpha"), folder_skip_reason("Alpha/character01") is None
+        ('system file', True)
+    """
+    parts = [part for part in (path.split("/") if isinstance(path, str) else path) if part]
     if any(part.startswith(".") for part in parts):
         return HIDDEN
     if any(part.lower() in SYSTEM_FILES for part in parts):
         return SYSTEM
-    if not parts or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
-        return NOT_IMAGE
     return None
 
 
@@ -71,6 +85,20 @@ def describe_skipped(paths: Sequence[str], reasons: Sequence[str]) -> str:
     counts = Counter(reasons)
     by_reason = ", ".join(f"{counts[reason]} {reason}" for reason in sorted(counts))
     return f"{len(paths)} ({by_reason}; e.g. {paths[0]})"
+
+
+def describe_empty_folders(folders: Sequence[str]) -> str:
+    """One line naming the class folders skipped because they hold no image, for a data summary.
+
+    Example::
+
+        >>> describe_empty_folders(["dogs"]), describe_empty_folders([])
+        ('1 empty class folder skipped: dogs', 'none')
+    """
+    if not folders:
+        return "none"
+    shown = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
+    return f"{len(folders)} empty class folder{'s' if len(folders) > 1 else ''} skipped: {shown}"
 
 
 def partition(paths: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -11,10 +11,10 @@ Omniglot's alphabet/character).
 Every image is decoded once, converted to ``channels`` (1 grey, 3 RGB; transparent pixels over white),
 resized to ``image_size`` and cached (:mod:`jmeta.data.cache`), so a second load reads one file. Hidden
 and non-image files (``.DS_Store``, ``._x.png``, ``Thumbs.db``, ``notes.txt``) are skipped by the rule of
-:mod:`jmeta.data.files` and counted in the summary. Classes are split into train/val/test by seeded
-``fractions``, by a ``split_file`` (:mod:`jmeta.data.splits`) or by a ``split`` registered for
-``"folder"`` (:func:`jmeta.data.register_split`). Class names are the class folders' paths below the
-root (``cats``, ``Latin/character01``).
+:mod:`jmeta.data.files` and counted in the summary, and so are class folders that hold no image. Classes
+are split into train/val/test by seeded ``fractions``, by a ``split_file`` (:mod:`jmeta.data.splits`) or
+by a ``split`` registered for ``"folder"`` (:func:`jmeta.data.register_split`). Class names are the class
+folders' paths below the root (``cats``, ``Latin/character01``).
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ def from_folder(
     chosen = [name for name, value in (("fractions", fractions), ("split_file", split_file), ("split", split)) if value]
     if len(chosen) > 1:
         raise ValueError(f"give one of fractions, split_file and split; got {', '.join(chosen)}.")
-    images, skipped = files.partition(_relative_files(root))
-    depth = _class_depth(root, images)
+    found, folders = _walk(root)
+    images, skipped = files.partition(found)
+    depth = _class_depth(root, images, folders)
     names = sorted({"/".join(Path(p).parts[:depth]) for p in images})
 
     def build() -> dict[str, np.ndarray]:
@@ -114,6 +115,7 @@ def from_folder(
         "layout": layout,
         "split": f"{splits.describe_assignment(assignment, len(names))}, by {how}",
         "skipped files": files.describe_skipped([p for p, _ in skipped], [r for _, r in skipped]),
+        "skipped folders": files.describe_empty_folders(_empty_folders(folders, images, depth)),
         "pixels": f"{size[0]}x{size[1]}x{channels} uint8 ({resample} resize)",
         "source": str(root),
     }
@@ -126,8 +128,9 @@ def preprocess(
     """Prepares outside images exactly as :func:`from_folder` prepares a folder's: uint8 ``(N, H, W, C)``.
 
     ``images`` is a sequence of image sources (paths, bytes, PIL images, uint8 arrays), a uint8 array
-    ``(N, H, W)`` or ``(N, H, W, C)``, or one path. Pass the options the data was loaded with. Divide by
-    255 for the model's float32 input, as the episode sampler does.
+    ``(N, H, W)`` or ``(N, H, W, C)``, or one path; boolean arrays (``numpy.asarray`` of a 1-bit PNG) are
+    read as 0/255. Pass the options the data was loaded with. Divide by 255 for the model's float32 input,
+    as the episode sampler does.
 
     Example::
 
@@ -139,20 +142,40 @@ def preprocess(
     return np.stack([imaging.prepare(image, size, channels, resample) for image in imaging.as_batch(images)])
 
 
-def _relative_files(root: Path) -> list[str]:
-    found = []
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """The files and the folders below ``root``, as sorted ``/``-separated paths relative to it."""
+    found, folders = [], []
     for folder, subfolders, names in os.walk(root):
         subfolders.sort()
         relative = Path(folder).relative_to(root)
+        folders.extend((relative / name).as_posix() for name in subfolders)
         found.extend((relative / name).as_posix() for name in sorted(names))
-    return found
+    return found, sorted(folders)
 
 
-def _class_depth(root: Path, images: list[str]) -> int:
+def _empty_folders(folders: list[str], images: list[str], depth: int) -> list[str]:
+    """The folders at most ``depth`` levels down that would be read but hold no image: class folders
+    without images (and, with group/class folders, groups without any), the topmost of each empty tree."""
+    holding = {"/".join(Path(p).parts[:level]) for p in images for level in range(1, depth + 1)}
+    empty = [
+        f
+        for f in folders
+        if len(Path(f).parts) <= depth and f not in holding and files.folder_skip_reason(f) is None
+    ]
+    tops = set(empty)
+    return [f for f in empty if "/".join(Path(f).parts[:-1]) not in tops]
+
+
+def _class_depth(root: Path, images: list[str], folders: list[str]) -> int:
     depths = {len(Path(p).parts) - 1 for p in images}
     if not images or 0 in depths:
         loose = [p for p in images if len(Path(p).parts) == 1][:3]
-        detail = f"images lie directly in it ({loose})" if loose else "it holds no image files"
+        empty = [f for f in folders if len(Path(f).parts) == 1 and files.folder_skip_reason(f) is None]
+        detail = (
+            f"images lie directly in it ({loose})"
+            if loose
+            else f"it holds no image files ({files.describe_empty_folders(empty)})"
+        )
         raise ValueError(
             f"image folder {root}: {detail}; put each class's images in a sub-folder of its own "
             "(root/class/image.png, or root/group/class/image.png)."

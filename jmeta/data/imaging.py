@@ -2,7 +2,9 @@
 ``preprocess`` functions, so that outside images are prepared exactly like a data set's own.
 
 An image source is a file path, the file's bytes, a ``PIL.Image.Image``, or a uint8 array ``(H, W)`` or
-``(H, W, C)`` with ``C`` of 1, 3 or 4 (grey, RGB, RGBA).
+``(H, W, C)`` with ``C`` of 1, 3 or 4 (grey, RGB, RGBA). A boolean array, which is what ``numpy.asarray``
+gives for a 1-bit image such as an Omniglot PNG, is read as 0 (False) and 255 (True), as Pillow reads the
+1-bit file itself.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ def open_image(source: Any, draft: tuple[int, int] | None = None) -> Image.Image
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, np.ndarray):
+        if source.dtype == np.bool_:
+            source = source.astype(np.uint8) * np.uint8(255)
         if (
             source.dtype != np.uint8
             or source.ndim not in (2, 3)
             or (source.ndim == 3 and source.shape[-1] not in (1, 3, 4))
         ):
             raise ValueError(
-                f"an image array must be uint8 of shape (H, W) or (H, W, C) with C of 1, 3 or 4; got "
+                f"an image array must be uint8 (or boolean, read as 0/255) of shape (H, W) or (H, W, C) with C of "
+                "1, 3 or 4; got "
                 f"{source.dtype} of shape {source.shape}."
             )
         return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[-1] == 1 else source)
@@ -118,8 +123,8 @@ def prepare(source: Any, size: tuple[int, int], channels: int, resample: str, *,
 
 
 def as_batch(images: Any) -> list[Any]:
-    """A batch of image sources as a list: a sequence of sources, a uint8 array ``(N, H, W)`` or ``(N, H, W,
-    C)``, or a single path, bytes or PIL image (a batch of one).
+    """A batch of image sources as a list: a sequence of sources, a uint8 (or boolean) array ``(N, H, W)`` or
+    ``(N, H, W, C)``, or a single path, bytes or PIL image (a batch of one).
 
     Example::
 

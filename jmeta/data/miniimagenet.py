@@ -123,7 +123,8 @@ def preprocess(images: Any) -> np.ndarray:
     84x84 (Lanczos; JPEGs decoded at a reduced scale no smaller than 84 first); uint8 ``(N, 84, 84, 3)``.
 
     ``images`` is a sequence of image sources (paths, bytes, PIL images, uint8 arrays), a uint8 array
-    ``(N, H, W)`` or ``(N, H, W, C)``, or one path. Divide by 255 for the model's float32 input.
+    ``(N, H, W)`` or ``(N, H, W, C)``, or one path; boolean arrays (``numpy.asarray`` of a 1-bit PNG) are
+    read as 0/255. Divide by 255 for the model's float32 input.
 
     Example::
 

@@ -186,9 +186,10 @@ def preprocess(images: Any, *, image_size: int = 28, resample: str = "lanczos") 
     ``image_size`` squared with ``resample``, inverted so that ink is bright; uint8 ``(N, S, S, 1)``.
 
     ``images`` is a sequence of image sources (paths, PNG bytes, PIL images, uint8 arrays), a uint8 array
-    ``(N, H, W)`` or ``(N, H, W, C)``, or one path. Colour is converted to grey and transparency laid over
-    white first, so a drawing of your own (dark ink on a light background, as Omniglot's) matches. Divide
-    by 255 for the model's float32 input, as the episode sampler does.
+    ``(N, H, W)`` or ``(N, H, W, C)``, or one path; boolean arrays (``numpy.asarray`` of one of the data
+    set's 1-bit PNGs) are read as 0/255. Colour is converted to grey and transparency laid over white
+    first, so a drawing of your own (dark ink on a light background, as Omniglot's) matches. Divide by 255
+    for the model's float32 input, as the episode sampler does.
 
     Example::
 

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -204,3 +205,33 @@ def loader_options(name: str, options: Mapping[str, Any]) -> None:
         raise ValueError(
             f"{name} takes the options {', '.join(allowed) or '(none)'}; got unknown {', '.join(unknown)}."
         )
+
+
+def parse_options(name: str, items: Sequence[str]) -> dict[str, Any]:
+    """Options for data set ``name`` from ``key=value`` texts, as ``jmeta data NAME --option key=value`` takes
+    them: each value is parsed as a Python literal (``fractions=(0.6,0.2,0.2)``, ``image_size=32``,
+    ``rotate=()``), else kept as text (``split_file=splits.csv``; quote a text that reads as a number:
+    ``split='2024'``). Keys are checked against the loader's options (:func:`loader_options`); every data
+    set also takes ``val_fraction`` (:func:`jmeta.data.load`), and ``split`` names a split registered with
+    :func:`register_split`. Raises ValueError for an item without ``=``, a key given twice or an unknown key.
+
+    Example::
+
+        >>> parse_options("folder", ["fractions=(0.6, 0.2, 0.2)", "split_file=splits.csv", "channels=3"])
+        {'fractions': (0.6, 0.2, 0.2), 'split_file': 'splits.csv', 'channels': 3}
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"options must look like key=value (e.g. image_size=32); got {item!r}.")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice ({key}={options[key]!r} and {item!r}).")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    shared = {"val_fraction", *(("split",) if split_names(name) else ())}
+    loader_options(name, {key: value for key, value in options.items() if key not in shared})
+    return options

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,14 +130,17 @@ def make_episode_sampler(
     *,
     augment: Augment | str = "",
     name: str = "the dataset",
+    keys: tuple[str, str, str] = ("ways", "shots", "queries"),
 ) -> EpisodeSampler:
     """Checks the episode shape against ``dataset`` and copies its arrays to the device.
 
     ``augment`` is an :class:`Augment` or its text (``"rot90"``, ``"crop8+flip"``, ``""`` for none);
-    ``name`` says in errors which data the dataset is (e.g. ``"omniglot's val split"``). Raises
-    ValueError, before anything is compiled, when there are fewer than ``ways`` classes, a class has fewer
-    than ``shots + queries`` examples, or ``augment`` does not fit the images (rotations need square
-    images; every augmentation needs images ``(H, W, C)``).
+    ``name`` says in errors which data the dataset is (e.g. ``"omniglot's val split"``) and ``keys`` the
+    names under which the caller was given ``ways``, ``shots`` and ``queries`` (e.g. a config's
+    ``("eval_ways", "eval_shots", "eval_queries")``). Raises ValueError, before anything is compiled,
+    naming those keys, when there are fewer than ``ways`` classes, a class has fewer than ``shots +
+    queries`` examples, an example is not finite (:meth:`ClassDataset.check_finite`), or ``augment`` does
+    not fit the images (rotations need square images; every augmentation needs images ``(H, W, C)``).
 
     Example::
 
@@ -152,22 +156,25 @@ def make_episode_sampler(
             f"dataset must be a jmeta.data.ClassDataset, e.g. jmeta.data.load('omniglot')['train']; got "
             f"{type(dataset).__name__}."
         )
-    ways = positive_int("ways", ways)
-    shots = positive_int("shots", shots)
-    queries = positive_int("queries", queries)
+    ways_key, shots_key, queries_key = keys
+    ways = positive_int(ways_key, ways)
+    shots = positive_int(shots_key, shots)
+    queries = positive_int(queries_key, queries)
     if ways > dataset.num_classes:
         raise ValueError(
-            f"ways must be at most the number of classes in {name} ({dataset.num_classes}); got "
-            f"ways={ways}. Lower ways, or use a split with more classes."
+            f"{ways_key} must be at most the number of classes in {name} ({dataset.num_classes}); got "
+            f"{ways_key}={ways}. Lower {ways_key}, or use a split with more classes."
         )
     smallest = int(dataset.counts.min())
     if shots + queries > smallest:
         small = [dataset.class_names[c] for c in (dataset.counts < shots + queries).nonzero()[0][:3]]
         raise ValueError(
-            f"shots + queries must be at most the number of examples in the smallest class of {name} ({smallest}); "
-            f"got shots={shots} + queries={queries} = {shots + queries}. Lower shots or queries, or drop the "
-            f"classes with fewer than {shots + queries} examples (such as {small})."
+            f"{shots_key} + {queries_key} must be at most the number of examples in the smallest class of {name} "
+            f"({smallest}); got {shots_key}={shots} + {queries_key}={queries} = {shots + queries}. Lower "
+            f"{shots_key} or {queries_key}, or drop the classes with fewer than {shots + queries} examples (such "
+            f"as {small})."
         )
+    dataset.check_finite(name)
     augment = augment if isinstance(augment, Augment) else Augment.parse(augment)
     shape = dataset.input_shape
     if augment and len(shape) != 3:
@@ -175,6 +182,46 @@ def make_episode_sampler(
     if augment.rotate90 and shape[0] != shape[1]:
         raise ValueError(f"augment rot90 needs square images; {name} holds images of shape {shape}.")
     return EpisodeSampler(dataset.device_arrays(), ways, shots, queries, augment)
+
+
+class EpisodeKeys(NamedTuple):
+    """The keys an episode batch is drawn with, one per purpose, from one split of the batch's key."""
+
+    classes: jax.Array
+    examples: jax.Array
+    augment: jax.Array
+
+
+def episode_keys(key: jax.Array) -> EpisodeKeys:
+    """Splits a batch's key once into the keys that pick its classes, pick their examples and augment them.
+
+    ``jax.random.split(key, 3)``: three distinct keys, none equal to ``key``. Its first two are those of
+    ``jax.random.split(key)`` under partitionable threefry (JAX's default), so episodes without augmentation
+    are the ones drawn before augmentation had a key of its own. (Augmentation formerly used ``fold_in(key,
+    1)``, which under partitionable threefry *is* the example key, so its draws were derived from the key
+    of the example draws; augmented episodes changed when it got this key of its own.)
+
+    Example::
+
+        >>> import jax
+        >>> keys = episode_keys(jax.random.key(0))
+        >>> len({tuple(jax.random.key_data(k).tolist()) for k in keys})
+        3
+    """
+    return EpisodeKeys(*jax.random.split(key, 3))
+
+
+def augment_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The keys of the rotations, crops and flips, split from an episode batch's augmentation key.
+
+    Example::
+
+        >>> import jax
+        >>> len(augment_keys(jax.random.key(0)))
+        3
+    """
+    rotate_key, crop_key, flip_key = jax.random.split(key, 3)
+    return rotate_key, crop_key, flip_key
 
 
 def _scores(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -188,7 +235,7 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
     images, index = sampler.arrays
     ways, shots, queries = sampler.ways, sampler.shots, sampler.queries
     num_classes, max_count = index.shape
-    class_key, example_key = jax.random.split(key)
+    class_key, example_key, augment_key = episode_keys(key)
     # The ways largest of i.i.d. uniform scores: distinct classes, uniformly drawn, in random order.
     _, classes = jax.lax.top_k(_scores(class_key, (num_tasks, num_classes)), ways)
     rows = index[classes]  # (num_tasks, ways, max_count), -1 past each class's count
@@ -199,8 +246,7 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
     x = images[jnp.take_along_axis(rows, picks, axis=-1)]  # (num_tasks, ways, shots + queries, *input_shape)
     x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
     if sampler.augment:
-        # A stream of its own, so that episodes without augmentation are those drawn before it existed.
-        x = _augment(x, sampler.augment, jax.random.fold_in(key, 1))
+        x = _augment(x, sampler.augment, augment_key)
     y = jnp.broadcast_to(jnp.arange(ways, dtype=jnp.int32)[:, None], (num_tasks, ways, shots + queries))
     input_shape = images.shape[1:]
     return Task(
@@ -213,7 +259,7 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
 
 def _augment(x: jax.Array, augment: Augment, key: jax.Array) -> jax.Array:
     """Augments episodes ``x`` of shape ``(tasks, ways, examples, H, W, C)``."""
-    rotate_key, crop_key, flip_key = jax.random.split(key, 3)
+    rotate_key, crop_key, flip_key = augment_keys(key)
     tasks, ways, examples, height, width, channels = x.shape
     if augment.rotate90:
         turns = jax.random.randint(rotate_key, (tasks, ways, 1, 1, 1, 1), 0, 4)
