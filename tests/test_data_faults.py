@@ -60,8 +60,7 @@ def load_nan_toy(data_dir=None, *, seed: int = 0) -> FewShotData:
 def test_a_nan_example_is_refused_when_its_data_set_is_loaded_naming_the_set_split_and_example(
     tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(jmeta.data.registry, "_DATASETS", dict(jmeta.data.registry._DATASETS))  # undone after
-    register_dataset("nan-toy", load_nan_toy)
+    register_dataset("nan-toy", load_nan_toy, replace=True)
     # In the test split, classes c1 then c3 (6 examples each): c3's example 2 is row 6 + 2 = 8.
     message = (
         r"data set 'nan-toy', split 'test', holds a non-finite example: images\[8\] \(example 2 of class 'c3'\) "
@@ -76,8 +75,8 @@ def test_a_nan_example_is_refused_when_its_data_set_is_loaded_naming_the_set_spl
     config.write_text(
         "from jmeta.experiment import few_shot_config\n\n\ndef get_config():\n"
         "    config = few_shot_config('nan-toy', 'protonet', ways=2, shots=1)\n"
-        "    del config.hidden\n"
-        "    config.split, config.model, config.hidden, config.outputs, config.val_every = '', 'mlp', (8,), 4, 0\n"
+        "    del config.hidden, config.downsample, config.pool\n"
+        "    config.split, config.model, config.hidden, config.val_every = '', 'mlp', (8, 4), 0\n"
         "    return config\n"
     )
     assert main(["train", str(config), "--workdir", str(tmp_path / "run")]) == 2
@@ -127,15 +126,16 @@ def test_evaluate_refuses_a_user_samplers_nan_task_naming_it_and_checks_the_firs
         jmeta.evaluate(learner._replace(task_loss=never_compiled), params, state, all_nan, key, num_tasks=4, steps=(1,))
 
 
-def test_meta_training_refuses_a_nan_first_batch_before_compiling(tmp_path, monkeypatch):
+def test_meta_training_refuses_a_nan_first_batch_before_compiling(tmp_path):
     config = load_config(str(REPO / "experiments" / "sinusoid_maml.py"), ["steps=2", "log_every=1", "val_every=0"])
-    original = jmeta.experiment.TASK_FAMILIES["sinusoid"]
+    sinusoid = jmeta.registry.TASK_FAMILIES["sinusoid"]
 
     def nan_family(config):
-        family = original(config)
+        family = sinusoid.builder(config)
         return family._replace(sample_train=_nan_when_first_x_is_high(family.sample_train))
 
-    monkeypatch.setitem(jmeta.experiment.TASK_FAMILIES, "sinusoid", nan_family)
+    jmeta.register_task_family("nan-sinusoid", nan_family, **sinusoid.properties, replace=True)
+    config.task = "nan-sinusoid"
     with pytest.raises(ValueError, match=r"the meta-training sampler \(step 1\) drew a task with a non-finite input: "
                                          r"task \d+'s query_x\[2\] holds nan"):
         train_and_evaluate(config, tmp_path / "run")
@@ -260,9 +260,9 @@ from jmeta.experiment import few_shot_config
 
 def get_config():
     config = few_shot_config("digits", "protonet", ways=5, shots=1)
-    del config.hidden
-    config.split, config.model, config.hidden, config.outputs = "", "mlp", (16,), 8
-    config.inner_steps, config.eval_steps, config.inner_lr = 0, (0,), 0.0
+    del config.hidden, config.downsample, config.pool
+    config.split, config.model, config.hidden = "", "mlp", (16, 8)
+    config.eval_steps = (0,)
     config.meta_batch, config.steps, config.log_every, config.val_every = 2, 2, 2, 0
     config.eval_tasks = 2
     return config
@@ -307,8 +307,8 @@ def test_predict_reads_a_query_image_file_and_names_query_for_other_files(tmp_pa
 
 def test_episode_errors_name_the_config_key_the_value_came_from():
     config = few_shot_config("digits", "protonet", ways=5, shots=1)
-    del config.hidden
-    config.split, config.model, config.hidden, config.outputs, config.val_every = "", "mlp", (16,), 8, 0
+    del config.hidden, config.downsample, config.pool
+    config.split, config.model, config.hidden, config.val_every = "", "mlp", (16, 8), 0
     config.eval_ways = 6  # digits' test split has 5 classes
     with pytest.raises(ValueError, match=r"eval_ways must be at most the number of classes in digits's test split "
                                          r"\(its default split\) \(5\); got eval_ways=6. Lower eval_ways"):
