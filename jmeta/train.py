@@ -49,6 +49,7 @@ from jmeta.experiment import Experiment, apply_override, build, describe
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
+from jmeta.storage import disk_full_reported
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
 # ``devices`` changes only the order of floating-point sums.
@@ -131,13 +132,14 @@ def meta_train_workdir(
 
 def evaluate_workdir(
     workdir: str | Path, overrides: Sequence[str] = (), *, best: bool = True
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[dict[str, Any], Path | None]:
     """Meta-tests the best (or latest) checkpoint of a finished or running workdir again, without taking
     its lock or touching its checkpoints. Returns the results and the file they were written to,
     ``eval_<checkpoint>[_<overrides>].json`` in the workdir (the training run's ``results.json`` stays).
 
     Only the keys ``EVAL_OVERRIDES`` (tasks, inner steps, ways, shots, queries, test-time BatchNorm, devices)
     may be overridden. A run without validation (``val_every=0``) has no best checkpoint: its latest is used.
+    A workdir that cannot be written (read-only, full) gives the path None and one warning line.
     """
     workdir = Path(workdir)
     config = read_config(workdir)
@@ -156,7 +158,11 @@ def evaluate_workdir(
     # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
     suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
     path = workdir / f"eval_{'best' if best else 'latest'}{suffix}.json"
-    write_atomically(path, json.dumps(results, indent=2) + "\n")
+    try:
+        write_atomically(path, json.dumps(results, indent=2) + "\n")
+    except OSError as error:  # a read-only or full workdir: the results are still printed
+        print(f"jmeta eval: warning: could not write {path} ({error}); the results are printed only", file=sys.stderr)
+        return results, None
     return results, path
 
 
@@ -213,9 +219,10 @@ def abstract_run_state(trainer: MetaTrainer, keys: RunKeys) -> tuple[TrainState,
 
 
 def resume_or_init(trainer: MetaTrainer, checkpoints: Checkpoints, keys: RunKeys) -> TrainState:
-    if checkpoints.latest_step() is None:
+    restored = checkpoints.resume(*abstract_run_state(trainer, keys))  # the newest intact checkpoint
+    if restored is None:
         return trainer.init(keys.init)
-    state, sampler_key = checkpoints.restore(*abstract_run_state(trainer, keys))
+    state, sampler_key = restored
     if not np.array_equal(jax.random.key_data(sampler_key), jax.random.key_data(keys.train)):
         raise ValueError("the checkpoint's sampler key does not match config.seed; use a new --workdir.")
     print(f"resuming from step {int(state.step)} ({checkpoints.latest.directory})", file=sys.stderr)
@@ -282,8 +289,9 @@ def meta_train(
                 if checkpoint_now and config.val_every:
                     record.update(validate(config, experiment, state, keys.val))
                 # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                with disk_full_reported(metrics_path, f"writing {metrics_path.name}"):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 board = board or SummaryWriter(
                     str(workdir / "tensorboard"), filename_suffix=f".{done - count}", write_to_disk=main
                 )
@@ -370,9 +378,11 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Writes ``path`` whole or not at all; a full disk raises ``jmeta.storage.DiskFullError``."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with disk_full_reported(path, f"writing {path.name}"):
+        temporary.write_text(text)
+        os.replace(temporary, path)
 
 
 def meta_test(
