@@ -51,6 +51,8 @@ from jmeta.parallel import put
 from jmeta.storage import disk_full_reported, failed_writes_quiet
 
 HIGHER_IS_BETTER = ("accuracy",)
+_MOVE_HINT = "Move the damaged checkpoints away to start from an older one, or use a new --workdir."
+_LATEST_HINT = "The latest checkpoints may be intact: `jmeta eval --last`, or checkpoint='latest', reads them."
 # The file of a checkpoint (a StandardSave, "default") that says what its arrays are.
 _ARRAYS_METADATA = "default/_METADATA"
 
@@ -136,7 +138,12 @@ class Checkpoints:
         a newer one; the newest complete step is then read instead. Raises ``FileNotFoundError`` with no
         checkpoint, :class:`NoIntactCheckpointError` when none restores."""
         name = "best" if best else "latest"
-        found = self._first_intact(lambda: [(name, step) for step in self._steps(name)], abstract_state, abstract_key)
+        found = self._first_intact(
+            lambda: [(name, step) for step in self._steps(name)],
+            abstract_state,
+            abstract_key,
+            hint=_LATEST_HINT if best else _MOVE_HINT,
+        )
         if found is None:
             raise FileNotFoundError(f"no checkpoint in {self._directory / name}; train first with `jmeta train`.")
         return found
@@ -152,7 +159,7 @@ class Checkpoints:
             steps += [(step, 1, "best") for step in self._steps("best")]  # at the same step, latest first
             return [(name, step) for step, _, name in sorted(steps, key=lambda s: (-s[0], s[1]))]
 
-        return self._first_intact(newest_first, abstract_state, abstract_key, verify_best=True)
+        return self._first_intact(newest_first, abstract_state, abstract_key, hint=_MOVE_HINT, verify_best=True)
 
     def _steps(self, name: str) -> list[int]:
         """The steps of ``latest`` newest first, or of ``best`` best first."""
@@ -167,14 +174,16 @@ class Checkpoints:
         abstract_state: TrainState,
         abstract_key: jax.Array,
         *,
+        hint: str,
         verify_best: bool = False,
     ) -> tuple[TrainState, jax.Array] | None:
         """Restores ``candidates()`` in order until one restores (with ``verify_best``, every checkpoint of
-        ``best`` is restored too); reports, and unless read-only sets aside, the damaged ones."""
+        ``best`` is restored too); reports, and unless read-only sets aside, the damaged ones. None without
+        candidates; :class:`NoIntactCheckpointError` (ending with ``hint``) when none restores."""
         abstract = self._abstract(abstract_state, abstract_key)
         damaged: dict[tuple[str, int], str] = {}
         found = None
-        for _ in range(3):  # steps deleted while they were read (by a running trainer) list them again
+        for _ in range(3):  # a step deleted while it was read (a running trainer saved newer ones): list again
             listed = [c for c in candidates() if c not in damaged]
             if not listed and not damaged:
                 return None
@@ -197,8 +206,7 @@ class Checkpoints:
         if found is None:
             failures = "; ".join(f"{name}/{step}: {reason}" for (name, step), reason in damaged.items())
             raise NoIntactCheckpointError(
-                f"no intact checkpoint in {self._directory} ({failures}); nothing was moved. Move the damaged "
-                "checkpoints away to start from an older one, or use a new --workdir."
+                f"no intact checkpoint in {self._directory} ({failures}); nothing was moved. {hint}"
             )
         name, step, item = found
         if damaged:

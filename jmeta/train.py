@@ -9,7 +9,9 @@ step), ``tensorboard/`` (the same as event files), ``checkpoints/{latest,best}``
 Running the same command again on a workdir resumes from its latest checkpoint and ends with the same
 metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
 so the sampler's state is its key, saved with the parameters and optimiser state. Ctrl-C raises
-``TrainingInterrupted``, whose message says where the run stopped.
+``TrainingInterrupted``, whose message says where the run stopped. A damaged checkpoint is set aside
+(``<step>.damaged-<n>``) and the run resumes from the newest intact one (``Checkpoints.resume``); a full
+disk raises ``jmeta.storage.DiskFullError``, one line whichever layer reported it.
 
 Every local device is used (config key ``devices``: how many per process, 0 = all), and every process
 of a ``jax.distributed`` run (``jmeta.distributed``): each step's tasks are sampled from the same key
