@@ -136,7 +136,7 @@ class Checkpoints:
         A damaged checkpoint is skipped for the next newest (next best) with one warning line, and set
         aside unless ``read_only``. A running ``jmeta train`` may delete the step being read when it saves
         a newer one; the newest complete step is then read instead. Raises ``FileNotFoundError`` with no
-        checkpoint, :class:`NoIntactCheckpointError` when none restores."""
+        checkpoint, :class:`NoIntactCheckpointError` when none restores or all were set aside."""
         name = "best" if best else "latest"
         found = self._first_intact(
             lambda: [(name, step) for step in self._steps(name)],
@@ -145,6 +145,12 @@ class Checkpoints:
             hint=_LATEST_HINT if best else _MOVE_HINT,
         )
         if found is None:
+            aside = sorted(p.name for p in (self._directory / name).glob("*.damaged-*"))
+            if aside:
+                raise NoIntactCheckpointError(
+                    f"no intact checkpoint in {self._directory / name}: the damaged {', '.join(aside)} were set "
+                    f"aside. {_LATEST_HINT if best else _MOVE_HINT}"
+                )
             raise FileNotFoundError(f"no checkpoint in {self._directory / name}; train first with `jmeta train`.")
         return found
 

@@ -188,6 +188,22 @@ def test_with_no_intact_checkpoint_train_says_so_in_one_line_and_moves_nothing(r
     assert not list(workdir.glob("checkpoints/*/*.damaged-*"))
 
 
+def test_a_finished_run_whose_only_best_checkpoint_is_damaged_says_so_and_eval_last_still_works(
+    reference, tmp_path, capsys
+):
+    workdir = _copy(reference, tmp_path / "run")
+    _empty(workdir / "checkpoints" / "best" / "100")
+    capsys.readouterr()
+    assert _train(workdir) == 2  # resumes from latest/100 (intact, the last step): nothing to train, no best left
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 3, lines  # the warning, "resuming from step 100", the error
+    assert "best/100 -> best/100.damaged-1 (an empty folder); using latest/100" in lines[0]
+    assert lines[2].startswith("jmeta train: error: no intact checkpoint in") and "100.damaged-1" in lines[2]
+    assert "--last" in lines[2]
+    assert main(["eval", "--workdir", str(workdir), "--last"]) == 0
+    assert _results(workdir, "eval_latest.json")["results"] == _results(reference)["results"]  # best was 100
+
+
 # --- 3. A full disk (Orbax #605) and a read-only workdir ------------------------------------------------
 
 TENSORSTORE_ENOSPC = (
