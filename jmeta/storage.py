@@ -9,6 +9,7 @@ tracebacks of a failed Orbax save back, so that the one line is all a full disk 
 Example::
 
     >>> from pathlib import Path
+from typing import Any
     >>> try:
     ...     with disk_full_reported(Path("runs/s/results.json"), "writing the meta-test results"):
     ...         raise ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device [os_error_code='28']")
@@ -28,6 +29,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # What TensorStore's messages carry for ENOSPC (e.g. "[os_error_code='28']") and the C library's text for it.
 _DISK_FULL_TEXTS = (f"os_error_code='{errno.ENOSPC}'", os.strerror(errno.ENOSPC))
@@ -120,6 +122,23 @@ class _DiskFullTasks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         return error is None or not is_disk_full(error)
+
+
+def close_event_writer(board: Any, folder: Path) -> None:
+    """Closes a tensorboardX ``SummaryWriter`` (which writes its queued events out); a full disk raises
+    :class:`DiskFullError` for ``folder``, after giving the writer's events up: its exit handler would
+    otherwise fail again and print a traceback after the one line."""
+    with disk_full_reported(folder, "writing the TensorBoard events"):
+        try:
+            board.close()
+        except Exception as error:
+            if is_disk_full(error):
+                for writer in (board.all_writers or {}).values():
+                    events = writer.event_writer
+                    if not events._closed:
+                        events._worker.stop()  # its thread ends
+                        events._closed = True  # its close() and flush() then do nothing
+            raise
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -51,7 +51,7 @@ from jmeta.experiment import Experiment, apply_override, build, describe
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
-from jmeta.storage import disk_full_reported
+from jmeta.storage import close_event_writer, disk_full_reported
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
 # ``devices`` changes only the order of floating-point sums.
@@ -301,7 +301,7 @@ def meta_train(
                     if name != "step":
                         board.add_scalar(name, value, record["step"])
                 if checkpoint_now:
-                    board.close()
+                    close_event_writer(board, workdir / "tensorboard")
                     board = None
                     checkpoints.save(state, keys.train, validation=checkpoint_validation(config, record))
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
@@ -315,7 +315,7 @@ def meta_train(
             ) from None
         finally:
             if board is not None:
-                board.close()
+                close_event_writer(board, workdir / "tensorboard")
     return state
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO
+from tensorboardX.event_file_writer import EventFileWriter
 
 import jmeta
 from jmeta.checkpoint import NoIntactCheckpointError
@@ -226,13 +227,18 @@ def _results_full_disk(self, *args, **kwargs):
 original_write_text = Path.write_text
 
 
+def _events_full_disk(self):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 @pytest.mark.parametrize(
     ("method", "replacement", "folder", "doing"),
     [
         ((ocp.CheckpointManager, "save"), _orbax_full_disk, "run/checkpoints", "saving the checkpoint of step 50"),
         ((Path, "write_text"), _results_full_disk, "run", "writing results.json"),
+        ((EventFileWriter, "flush"), _events_full_disk, "run/tensorboard", "writing the TensorBoard events"),
     ],
-    ids=["orbax-value-error", "results-json-oserror"],
+    ids=["orbax-value-error", "results-json-oserror", "tensorboard-oserror"],
 )
 def test_a_full_disk_is_one_line_whichever_layer_reports_it(
     tmp_path, capsys, monkeypatch, method, replacement, folder, doing
