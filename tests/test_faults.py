@@ -265,6 +265,7 @@ def _tmpfs(path: Path, size: str):
         subprocess.run(["umount", str(path)], check=True)
 
 
+@pytest.mark.slow  # two trainings in processes of their own, and a third: ~60 s on a shared 2-core machine
 def test_a_really_full_disk_prints_one_line_and_the_rerun_with_space_ends_as_the_uninterrupted_run(reference, tmp_path):
     """In a process of its own, as a user runs it: Orbax's writer threads log and print their errors. Which
     write fails first (and so which layer reports it) depends on the size and on the threads' timing:
