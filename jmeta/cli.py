@@ -23,6 +23,8 @@ from pathlib import Path
 
 PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py", "omniglot-maml": "peers_torch.py"}
 BENCH_WORKLOADS = ["omniglot-imaml", "omniglot-maml", "sinusoid-maml"]  # jmeta.bench.WORKLOADS
+# Errors printed as one line "jmeta COMMAND: error: ..." (exit status 2); others keep their traceback.
+REPORTED_ERRORS = (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _bench,
         }
         return commands_run[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError) as error:
-        print(f"jmeta {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # a full disk is one line whichever layer (Orbax, TensorStore, Python) raised it
+        from jmeta.storage import as_disk_full
+
+        if not isinstance(error, REPORTED_ERRORS) and as_disk_full(error) is None:
+            raise
+        print(f"jmeta {args.command}: error: {as_disk_full(error) or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, no traceback (meta-training says where it was)
         resume = "; rerun the same command to resume" if args.command == "train" else ""
@@ -222,7 +228,8 @@ def _eval(args: argparse.Namespace) -> int:
     results, path = evaluate_workdir(args.workdir, args.overrides, best=not args.last)
     if main_process:
         print(format_results(results))
-        print(f"results written to {path} (the training run's results.json is unchanged)")
+        if path is not None:  # else evaluate_workdir said why it could not write them
+            print(f"results written to {path} (the training run's results.json is unchanged)")
     return 0
 
 

@@ -4,7 +4,9 @@
 (the shape of one input, saved by ``jmeta train``), so no data set is loaded and no sampler key is needed,
 and restores the meta-parameters and model state from a checkpoint. Checkpoints are opened read-only: it
 is safe while ``jmeta train`` is still writing to the workdir (a checkpoint being written is neither
-read nor cleaned up; only complete ones are seen).
+read nor cleaned up; only complete ones are seen). The arrays are placed on this process's first device,
+whatever devices the run was trained on. A damaged checkpoint is skipped for the next newest with one
+warning line and left where it is (only ``jmeta train``, holding the workdir's lock, sets it aside).
 
 Example::
 
@@ -57,7 +59,9 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
     (``Run.checkpoint`` says which was read).
 
     Raises ``FileNotFoundError`` if ``workdir`` is not a run or has no checkpoint yet, ``ValueError`` for
-    an unknown ``checkpoint`` or a run whose model cannot be rebuilt (``program`` runs).
+    an unknown ``checkpoint`` or a run whose model cannot be rebuilt (``program`` runs),
+    ``jmeta.checkpoint.NoIntactCheckpointError`` if no checkpoint of the kind asked for restores (a
+    damaged one is skipped with a warning).
 
     Example::
 
@@ -117,7 +121,8 @@ def restore_state(
     *,
     best: bool,
 ) -> TrainState:
-    """The best (or latest) checkpoint's ``TrainState``, opened read-only (safe during training)."""
+    """The best (or latest) intact checkpoint's ``TrainState`` on this process's first device, opened
+    read-only (safe during training)."""
     abstract_state = jax.eval_shape(meta_trainer(learner, meta_optimizer).init, jax.random.key(0))
     abstract_key = jax.eval_shape(lambda: jax.random.key(0))
     checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, read_only=True)

@@ -10,7 +10,9 @@ workdir (``jmeta.lock``).
 Running the same command again on a workdir resumes from its latest checkpoint and ends with the same
 metrics as a run that was never interrupted: the tasks of step ``i`` are drawn from ``fold_in(key, i)``,
 so the sampler's state is its key, saved with the parameters and optimiser state. Ctrl-C raises
-``TrainingInterrupted``, whose message says where the run stopped.
+``TrainingInterrupted``, whose message says where the run stopped. A damaged checkpoint is set aside
+(``<step>.damaged-<n>``) and the run resumes from the newest intact one (``Checkpoints.resume``); a full
+disk raises ``jmeta.storage.DiskFullError``, one line whichever layer reported it.
 
 Every local device is used (config key ``devices``: how many per process, 0 = all), and every process
 of a ``jax.distributed`` run (``jmeta.distributed``): each step's tasks are sampled from the same key
@@ -62,6 +64,7 @@ from jmeta.experiment import (
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.runs import read_config, restore_state, save_model_input
+from jmeta.storage import close_event_writer, disk_full_reported
 from jmeta.tasks.checks import check_finite_tasks
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
@@ -146,7 +149,7 @@ def meta_train_workdir(
 
 def evaluate_workdir(
     workdir: str | Path, overrides: Sequence[str] = (), *, best: bool = True
-) -> tuple[dict[str, Any], Path]:
+) -> tuple[dict[str, Any], Path | None]:
     """Meta-tests the best (or latest) checkpoint of a finished or running workdir again, without taking
     its lock or touching its checkpoints. Returns the results and the file they were written to,
     ``eval_<checkpoint>[_<overrides>].json`` in the workdir (the training run's ``results.json`` stays).
@@ -157,6 +160,7 @@ def evaluate_workdir(
     "evaluations": [results, ...]}``. The published figures are shown only beside results whose ways, shots
     and queries are the run's own. A run without validation (``val_every=0``) has no best checkpoint: its
     latest is used.
+    A workdir that cannot be written (read-only, full) gives the path None and one warning line.
     """
     workdir = Path(workdir)
     config = read_config(workdir)
@@ -186,7 +190,11 @@ def evaluate_workdir(
     # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
     suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
     path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{suffix}.json"
-    write_atomically(path, json.dumps(results, indent=2) + "\n")
+    try:
+        write_atomically(path, json.dumps(results, indent=2) + "\n")
+    except OSError as error:  # a read-only or full workdir: the results are still printed
+        print(f"jmeta eval: warning: could not write {path} ({error}); the results are printed only", file=sys.stderr)
+        return results, None
     return results, path
 
 
@@ -308,9 +316,10 @@ def abstract_run_state(trainer: MetaTrainer, keys: RunKeys) -> tuple[TrainState,
 
 
 def resume_or_init(trainer: MetaTrainer, checkpoints: Checkpoints, keys: RunKeys) -> TrainState:
-    if checkpoints.latest_step() is None:
+    restored = checkpoints.resume(*abstract_run_state(trainer, keys))  # the newest intact checkpoint
+    if restored is None:
         return trainer.init(keys.init)
-    state, sampler_key = checkpoints.restore(*abstract_run_state(trainer, keys))
+    state, sampler_key = restored
     if not np.array_equal(jax.random.key_data(sampler_key), jax.random.key_data(keys.train)):
         raise ValueError("the checkpoint's sampler key does not match config.seed; use a new --workdir.")
     print(f"resuming from step {int(state.step)} ({checkpoints.latest.directory})", file=sys.stderr)
@@ -380,8 +389,9 @@ def meta_train(
                 if checkpoint_now and config.val_every:
                     record.update(validate(config, experiment, state, keys.val))
                 # The line goes out before the checkpoint: a resumed run drops lines past its checkpoint.
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                with disk_full_reported(metrics_path, f"writing {metrics_path.name}"):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 board = board or SummaryWriter(
                     str(workdir / "tensorboard"), filename_suffix=f".{done - count}", write_to_disk=main
                 )
@@ -389,7 +399,7 @@ def meta_train(
                     if name != "step":
                         board.add_scalar(name, value, record["step"])
                 if checkpoint_now:
-                    board.close()
+                    close_event_writer(board, workdir / "tensorboard")
                     board = None
                     checkpoints.save(state, keys.train, validation=checkpoint_validation(config, record))
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
@@ -403,7 +413,7 @@ def meta_train(
             ) from None
         finally:
             if board is not None:
-                board.close()
+                close_event_writer(board, workdir / "tensorboard")
     return state
 
 
@@ -468,9 +478,11 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Writes ``path`` whole or not at all; a full disk raises ``jmeta.storage.DiskFullError``."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with disk_full_reported(path, f"writing {path.name}"):
+        temporary.write_text(text)
+        os.replace(temporary, path)
 
 
 def meta_test(
