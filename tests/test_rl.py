@@ -33,6 +33,9 @@ def test_nav2d_is_the_papers_environment():
     assert goals.min() < -0.49 and goals.max() > 0.49  # uniform on the whole square [-0.5, 0.5]^2
     _, _, _, done = env.step(env.reset(jax.random.key(0), jnp.array([0.1, 0.1])), jnp.array([0.1, 0.1]))
     assert bool(done)  # within 0.01 of the goal ends the episode
+    squared = envs.nav2d(reward="squared")  # the paper's wording; the default is MAML's code's
+    _, _, reward, _ = squared.step(squared.reset(jax.random.key(0), goal), jnp.array([0.05, 0.3]))
+    np.testing.assert_allclose(reward, -((0.05 - 0.3) ** 2 + (0.1 + 0.4) ** 2), rtol=1e-6)
 
 
 def test_rollout_masks_the_steps_after_the_goal():
@@ -71,7 +74,7 @@ def test_surrogate_gradient_is_the_score_function_estimate():
     params["log_std"] = jnp.array([0.3, -0.2])
     batch = _fixed_batch(jax.random.key(1))
     adv = jax.random.normal(jax.random.key(2), batch.mask.shape)
-    grad = jax.grad(maml.pg_surrogate)(params, batch, adv)
+    grad = jax.jit(jax.grad(maml.pg_surrogate))(params, batch, adv)
     s, a, A = (np.asarray(v, np.float64) for v in (batch.observations, batch.actions, adv))
     w, b, log_std = (np.asarray(v, np.float64) for v in (params["layers"][0]["w"], params["layers"][0]["b"],
                                                          params["log_std"]))
@@ -135,7 +138,7 @@ def test_meta_gradient_matches_finite_differences_of_the_importance_weighted_obj
         along = jax.jit(jax.vmap(lambda x: objective(unravel(x))))
         shifts = eps * np.eye(flat0.size)
         finite_differences = (along(flat0 + shifts) - along(flat0 - shifts)) / (2 * eps)
-        meta_gradient = jax.flatten_util.ravel_pytree(jax.grad(library)(theta0))[0]
+        meta_gradient = jax.flatten_util.ravel_pytree(jax.jit(jax.grad(library))(theta0))[0]
         np.testing.assert_allclose(meta_gradient, finite_differences, rtol=1e-5, atol=1e-8)
         # the checks can fail: a first-order meta-gradient misses the second-order terms by far more
         first_order = jax.flatten_util.ravel_pytree(jax.grad(lambda t: library(t, True))(theta0))[0]
@@ -231,3 +234,21 @@ def test_half_cheetah_tasks_reward_the_forward_velocity():
     velocity = float(state.brax_state.metrics["x_velocity"])
     np.testing.assert_allclose(reward, -abs(velocity - 1.5) - 0.05 * 6 * 0.25, rtol=1e-5)
     assert obs.shape == (env.observation_size,) and not bool(done)
+
+
+@pytest.mark.slow  # compiles three meta-iterations and an evaluation: minutes on the loaded 2-core CPU
+def test_maml_rl_program_writes_metrics_and_results(tmp_path):
+    import json
+    from pathlib import Path
+
+    from jmeta.experiment import load_config
+    from jmeta.systems.programs import run_program
+
+    repo = Path(__file__).resolve().parents[1]
+    overrides = ["steps=2", "meta_batch=2", "trajectories=3", "hidden=(8,)", "eval_tasks=3", "eval_steps=1"]
+    config = load_config(str(repo / "experiments" / "nav2d_maml_trpo.py"), overrides)
+    results = run_program(config, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["run"], r["step"]) for r in lines] == [("maml", 1), ("maml", 2), ("pretrain", 1), ("pretrain", 2)]
+    assert set(results["results"]["1"]) == {"MAML", "pretrained", "random init"}
+    assert json.loads((tmp_path / "results.json").read_text())["results"]["0"]["MAML"]["tasks"] == 3

@@ -74,15 +74,22 @@ class NavState(NamedTuple):
     t: jax.Array
 
 
-def nav2d(horizon: int = 100, max_speed: float = 0.1, goal_range: float = 0.5, goal_tolerance: float = 0.01) -> Env:
+def nav2d(
+    horizon: int = 100,
+    max_speed: float = 0.1,
+    goal_range: float = 0.5,
+    goal_tolerance: float = 0.01,
+    reward: str = "distance",
+) -> Env:
     """The 2D navigation tasks of Finn et al. 2017 (MAML), sec. 5.3.
 
     The paper: a point agent "must move to different goal positions in 2D, randomly chosen for each task within a
     unit square"; the observation is the current 2D position; actions are velocity commands clipped to
-    ``[-0.1, 0.1]``; episodes end at the horizon H = 100 or when the agent is within 0.01 of the goal. As in
-    MAML's reference code (rllab ``PointEnvRandGoal``), the unit square is ``[-0.5, 0.5]^2`` (goals uniform in
-    it), the agent starts at the origin, the observation is the position after the step, and the reward is minus
-    the Euclidean distance from the new position to the goal.
+    ``[-0.1, 0.1]``; "the reward is the negative squared distance to the goal"; episodes end at the horizon H = 100
+    or when the agent is within 0.01 of the goal. As in MAML's reference code (rllab ``PointEnvRandGoal``), the unit
+    square is ``[-0.5, 0.5]^2`` (goals uniform in it), the agent starts at the origin and the observation is the
+    position after the step; the code's reward, the default here (``reward="distance"``), is minus the Euclidean
+    distance from the new position to the goal, not its square (``reward="squared"``, the paper's wording).
 
     A task is the goal, float32 ``[2]`` (``sample_tasks`` gives ``[num_tasks, 2]``).
 
@@ -91,10 +98,11 @@ def nav2d(horizon: int = 100, max_speed: float = 0.1, goal_range: float = 0.5, g
         max_speed: actions are clipped to ``[-max_speed, max_speed]`` per coordinate.
         goal_range: goals are uniform in ``[-goal_range, goal_range]^2``.
         goal_tolerance: an episode ends when the distance to the goal is below this (0 never ends early).
+        reward: ``"distance"`` (minus the distance, MAML's code) or ``"squared"`` (minus its square, the paper).
 
     Raises:
-        ValueError: naming the argument, for a non-positive ``horizon``, ``max_speed`` or ``goal_range``, or a
-            negative ``goal_tolerance``.
+        ValueError: naming the argument, for a non-positive ``horizon``, ``max_speed`` or ``goal_range``, a
+            negative ``goal_tolerance``, or ``reward`` not among the choices.
 
     Example::
 
@@ -103,6 +111,7 @@ def nav2d(horizon: int = 100, max_speed: float = 0.1, goal_range: float = 0.5, g
         (100, 2, 2)
     """
     horizon = positive_int("horizon", horizon)
+    squared = one_of("reward", reward, ("distance", "squared")) == "squared"
     max_speed = positive_float("max_speed", max_speed)
     goal_range = positive_float("goal_range", goal_range)
     if not goal_tolerance >= 0:
@@ -120,7 +129,7 @@ def nav2d(horizon: int = 100, max_speed: float = 0.1, goal_range: float = 0.5, g
         distance = jnp.linalg.norm(position - state.goal)
         t = state.t + 1
         done = (t >= horizon) | (distance < goal_tolerance)
-        return NavState(position, state.goal, t), position, -distance, done
+        return NavState(position, state.goal, t), position, -(distance**2 if squared else distance), done
 
     return Env(sample_tasks, reset, step, lambda state: state.position, 2, 2, horizon, "nav2d")
 

@@ -141,7 +141,8 @@ class MetaRL(NamedTuple):
             episodes, and the outer step's ``improvement``, ``kl``, ``fraction``, ``backtracks``).
         adapt_and_rollout: ``(params, tasks, keys, steps) -> returns [num_tasks, steps + 1]``, jitted (``steps``
             static): for each task (``tasks`` with a leading axis, one key each), the mean episode return before
-            and after each of ``steps`` inner steps (each on fresh episodes), for evaluation.
+            and after each of ``steps`` inner steps (each on fresh episodes; ``inner_lr``, then
+            ``test_inner_lr``), for evaluation.
         env: the environment.
         config: the settings, a dict.
     """
@@ -172,6 +173,7 @@ def maml_rl(
     ppo_clip: float = 0.2,
     ppo_epochs: int = 5,
     outer_lr: float = 1e-3,
+    test_inner_lr: float | None = None,
 ) -> MetaRL:
     """MAML-RL as in Finn et al. 2017, sec. 5.3 and App. A.2, with the paper's settings for 2D navigation as
     defaults: a 2 x 100 ReLU Gaussian policy, 20 tasks of 20 episodes per meta-iteration, one inner
@@ -192,6 +194,9 @@ def maml_rl(
         max_kl, cg_iterations, cg_damping, max_backtracks: TRPO's (:func:`jmeta.rl.trpo.trpo_step`).
         ppo_clip, ppo_epochs: PPO's ratio clip and epochs.
         outer_lr: PPO's Adam step, or Reptile's outer step size.
+        test_inner_lr: the step size of the second and later inner steps in ``adapt_and_rollout`` (evaluation);
+            default ``inner_lr / 2``: "halving the learning rate after the first gradient step produced superior
+            performance" (the paper, App. A.2).
 
     Raises:
         ValueError: naming the argument, for a choice not among those allowed or a non-positive size or step.
@@ -212,6 +217,7 @@ def maml_rl(
         if not 0 <= value <= 1:
             raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}.")
     hidden = tuple(positive_int("hidden", h) for h in hidden)
+    test_inner_lr = inner_lr / 2 if test_inner_lr is None else positive_float("test_inner_lr", test_inner_lr)
     config = {k: v for k, v in locals().items() if k not in ("env",)}
     train_steps = 0 if algorithm == "pretrain" else inner_steps
     first_order = algorithm == "fomaml"
@@ -301,11 +307,70 @@ def maml_rl(
 
     def adapt_and_rollout(params: PyTree, task: PyTree, key: jax.Array, steps: int) -> jax.Array:
         returns = []
-        for step_key in jax.random.split(key, steps + 1):
+        for i, step_key in enumerate(jax.random.split(key, steps + 1)):
             batch = pol.rollout(env, params, task, step_key, trajectories)
             returns.append(jnp.mean(pol.episode_returns(batch)))
-            params = inner_update(params, batch, advantages(batch), inner_lr)
+            params = inner_update(params, batch, advantages(batch), inner_lr if i == 0 else test_inner_lr)
         return jnp.stack(returns)
 
     returns = jax.jit(jax.vmap(adapt_and_rollout, in_axes=(None, 0, 0, None)), static_argnums=3)
     return MetaRL(init, jax.jit(step), returns, env, config)
+
+
+class TrainingLog(NamedTuple):
+    """What :func:`meta_train` did: the final ``state``, one metrics dict (floats) per meta-iteration, the first
+    call's ``compile_seconds`` (compilation and one meta-iteration) and the ``seconds`` of the others."""
+
+    state: MetaRLState
+    history: list[dict[str, float]]
+    compile_seconds: float
+    seconds: float
+
+    def iterations_per_second(self) -> float:
+        """Meta-iterations per second after the first (compiled) one; NaN with fewer than two."""
+        return (len(self.history) - 1) / self.seconds if len(self.history) > 1 and self.seconds > 0 else float("nan")
+
+
+def env_steps_per_iteration(meta: MetaRL) -> int:
+    """Environment steps one meta-iteration takes: ``num_tasks * trajectories * horizon`` per rollout stage (the
+    inner steps' and the post-adaptation one)."""
+    config = meta.config
+    stages = 1 + (0 if config["algorithm"] == "pretrain" else config["inner_steps"])
+    return config["num_tasks"] * config["trajectories"] * meta.env.horizon * stages
+
+
+def meta_train(
+    meta: MetaRL,
+    key: jax.Array,
+    iterations: int,
+    seconds: float | None = None,
+    state: MetaRLState | None = None,
+    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainingLog:
+    """Runs up to ``iterations`` meta-iterations (stopping after ``seconds`` of wall time, the compilation
+    included, when given) from ``state`` (default ``meta.init`` of a key split from ``key``); iteration ``i`` uses
+    ``jax.random.fold_in(key, i)``. ``on_iteration(i, metrics)`` is called after each.
+
+    Raises:
+        ValueError: naming the argument, for a non-positive ``iterations`` or ``seconds``.
+    """
+    import time
+
+    iterations = positive_int("iterations", iterations)
+    if seconds is not None:
+        seconds = positive_float("seconds", seconds)
+    init_key, key = jax.random.split(key)
+    state = meta.init(init_key) if state is None else state
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    compile_seconds = 0.0
+    for i in range(iterations):
+        state, metrics = meta.step(state, jax.random.fold_in(key, i))
+        history.append({name: float(value) for name, value in metrics.items()})  # waits for the step
+        if i == 0:
+            compile_seconds = time.perf_counter() - start
+        if on_iteration is not None:
+            on_iteration(i, history[-1])
+        if seconds is not None and time.perf_counter() - start >= seconds:
+            break
+    return TrainingLog(state, history, compile_seconds, time.perf_counter() - start - compile_seconds)
