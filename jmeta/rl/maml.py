@@ -187,12 +187,17 @@ def maml_rl(
         trajectories: episodes per task for each inner step and for the post-adaptation surrogate.
         inner_lr: the inner step size (policy-gradient ascent).
         inner_steps: inner steps in training (each on fresh episodes); ``"pretrain"`` uses none.
-        discount, gae_lambda: for the advantages (:func:`jmeta.rl.policy.advantages`).
+        discount: the advantages' discount (:func:`jmeta.rl.policy.advantages`).
+        gae_lambda: the advantages' GAE lambda.
         algorithm: one of :data:`ALGORITHMS` (module docstring).
         outer: ``"trpo"`` or ``"ppo"`` (``ppo_epochs`` full-batch Adam steps of ``outer_lr`` on the clipped
             surrogate, Schulman et al. 2017); not used by ``"reptile"``.
-        max_kl, cg_iterations, cg_damping, max_backtracks: TRPO's (:func:`jmeta.rl.trpo.trpo_step`).
-        ppo_clip, ppo_epochs: PPO's ratio clip and epochs.
+        max_kl: TRPO's KL bound (:func:`jmeta.rl.trpo.trpo_step`).
+        cg_iterations: TRPO's conjugate-gradient iterations.
+        cg_damping: TRPO's damping of the Fisher-vector products.
+        max_backtracks: TRPO's line search's halvings at most.
+        ppo_clip: PPO's ratio clip.
+        ppo_epochs: PPO's full-batch epochs a meta-iteration.
         outer_lr: PPO's Adam step, or Reptile's outer step size.
         test_inner_lr: the step size of the second and later inner steps in ``adapt_and_rollout`` (evaluation);
             default ``inner_lr / 2``: "halving the learning rate after the first gradient step produced superior
