@@ -223,7 +223,7 @@ def maml_rl(
             raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}.")
     hidden = tuple(positive_int("hidden", h) for h in hidden)
     test_inner_lr = inner_lr / 2 if test_inner_lr is None else positive_float("test_inner_lr", test_inner_lr)
-    config = {k: v for k, v in locals().items() if k not in ("env",)}
+    config = {k: v for k, v in locals().items() if k not in ("env", "name", "value")}  # the settings, checked
     train_steps = 0 if algorithm == "pretrain" else inner_steps
     first_order = algorithm == "fomaml"
     ppo = optax.adam(outer_lr)
@@ -235,7 +235,7 @@ def maml_rl(
         return MetaRLState(params, opt_state, jnp.zeros((), jnp.int32))
 
     def collect(params: PyTree, task: PyTree, key: jax.Array, steps: int) -> tuple[list, list, pol.Trajectories]:
-        """Episodes and advantages for each inner step, then the adapted policy's episodes."""
+        """Episodes and advantages for each inner step, and the parameters they adapt to."""
         batches, advs = [], []
         for step_key in jax.random.split(key, steps):
             batch = pol.rollout(env, params, task, step_key, trajectories)
@@ -306,7 +306,7 @@ def maml_rl(
 
         before = jnp.mean(terms(state.params, data)[1])
         (params, opt_state), _ = jax.lax.scan(epoch, (state.params, state.opt_state), None, length=ppo_epochs)
-        surrogate, clipped, kl = (jnp.mean(x) for x in terms(params, data))
+        _, clipped, kl = (jnp.mean(x) for x in terms(params, data))
         metrics |= {"improvement": clipped - before, "kl": kl, "fraction": jnp.ones(()), "backtracks": zero}
         return MetaRLState(params, opt_state, state.iteration + 1), metrics
 
