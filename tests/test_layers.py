@@ -11,7 +11,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "jmeta"
 LOWER = (
     "nn", "models", "learners", "batching", "meta_trainer", "tasks", "data", "evaluation", "losses",
-    "validation", "parallel",
+    "validation", "parallel", "rl",
 )  # fmt: skip
 HIGHER = ("train", "checkpoint", "cli", "bench", "systems")
 
