@@ -9,15 +9,14 @@ Run: jmeta train experiments/nav2d_maml_trpo.py --workdir runs/nav2d_maml_trpo
 
 import ml_collections
 
-import jmeta.systems.maml_rl  # noqa: F401  registers the program "maml-rl"
-
 
 def get_config():
     config = ml_collections.ConfigDict()
+    config.imports = ("jmeta.systems.maml_rl",)  # registers the program "maml-rl" (needs jmeta[rl])
     config.program, config.task, config.env = "maml-rl", "nav2d", "nav2d"
     config.algorithm, config.outer, config.baselines = "maml", "trpo", True
     config.steps, config.seconds, config.seed, config.meta_batch, config.eval_tasks = 100, 0.0, 0, 20, 40
     config.trajectories, config.inner_lr, config.max_kl, config.hidden, config.eval_steps = 20, 0.1, 0.01, (100, 100), 3
     config.published = {}
-    config.published_source = "Finn et al. 2017, Figure 4 (a plot; values read from it in docs/meta-rl.md)"
+    config.published_source = "Finn et al. 2017, Figure 4 (a plot; its values are not quoted: see docs/meta-rl.md)"
     return config

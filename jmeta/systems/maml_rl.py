@@ -34,7 +34,6 @@ from jmeta.rl.evaluation import compare
 from jmeta.rl.maml import env_steps_per_iteration, maml_rl, meta_train
 from jmeta.rl.policy import policy_init
 from jmeta.systems.common import report
-from jmeta.systems.programs import register_program
 from jmeta.validation import one_of, positive_int
 
 ENVS = ("nav2d", "half-cheetah-direction", "half-cheetah-velocity")
@@ -100,4 +99,3 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 
 
 registry.register_program("maml-rl", program)
-register_program("maml-rl", program)  # jmeta.systems.programs' table: run_program reads it until it reads the registry
