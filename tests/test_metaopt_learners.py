@@ -108,21 +108,28 @@ def test_svm_head_equals_liblinears_crammer_singer_svm(c):
     assert not alpha[:, 3].any()
 
 
-def test_svm_head_gradients_equal_central_differences():
-    x, y = _support(2, points=9, dim=4)
-    query = np.random.default_rng(3).normal(size=(6, 4))
-    present = jnp.array([True, True, True, False])
+@pytest.mark.parametrize(
+    "seed, points, dim, classes, ways, c",
+    # the second: more points than dimensions, a singular Gram matrix and a singular implicit system
+    # (a plain solve gives NaN gradients there; dense_solve's least squares does not)
+    [(2, 9, 4, 3, 4, 0.5), (2, 25, 3, 5, 5, 1.0)],
+)
+def test_svm_head_gradients_equal_central_differences(seed, points, dim, classes, ways, c):
+    x, y = _support(seed, points=points, dim=dim, classes=classes)
+    query = np.random.default_rng(3).normal(size=(6, dim))
+    present = jnp.arange(ways) < classes
     with jax.enable_x64(True):
 
         @jax.jit
         def objective(x):  # a smooth function of the query logits
-            alpha = learners.crammer_singer_dual(x, jnp.eye(4)[y], present, 0.5, iterations=100_000, tol=1e-14)
+            alpha = learners.crammer_singer_dual(x, jnp.eye(ways)[y], present, c, iterations=100_000, tol=1e-14)
             return jnp.sum(jnp.sin(query @ (x.T @ alpha)))
 
         x = jnp.asarray(x)
         gradient = np.asarray(jax.grad(objective)(x))
         eps, steps = 1e-6, np.eye(x.size).reshape(x.size, *x.shape)
         differences = np.array([(objective(x + eps * e) - objective(x - eps * e)) / (2 * eps) for e in steps])
+    assert np.abs(differences).max() > 1e-2, "a problem whose weights move with the embeddings"
     np.testing.assert_allclose(gradient, differences.reshape(x.shape), atol=1e-7 * np.abs(differences).max())
 
 
