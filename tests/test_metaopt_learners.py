@@ -101,7 +101,7 @@ def test_svm_head_equals_liblinears_crammer_singer_svm(c):
     reference.fit(x, y)
     weights = x.T @ alpha
     np.testing.assert_allclose(weights[:, :3].T, reference.coef_, atol=1e-8 * np.abs(reference.coef_).max())
-    # the dual's constraints (MetaOptNet eq. 8): rows sum to 0, alpha[y] <= C, the others <= 0, absent ones 0
+    # the dual's constraints: rows sum to 0, alpha[y] <= C, the others <= 0, absent ones 0
     np.testing.assert_allclose(alpha.sum(axis=1), 0, atol=1e-12)
     own = alpha[np.arange(len(y)), y]
     assert np.all(own <= c + 1e-12) and np.all(alpha - np.eye(4)[y] * own[:, None] <= 1e-12)
@@ -197,6 +197,8 @@ def test_metaoptnet_refuses_bad_arguments(embedding_model):
         learners.metaoptnet_r2d2(embedding_model, ways=5, scale=float("inf"))
     with pytest.raises(ValueError, match=r"ways must be a positive integer \(>= 1\); got 0"):
         learners.metaoptnet_svm(embedding_model, ways=0)
+    with pytest.raises(ValueError, match=r"and present \(ways,\); got shapes \(4, 2\), \(4, 3\) and \(2,\)"):
+        learners.crammer_singer_dual(jnp.ones((4, 2)), jnp.ones((4, 3)), jnp.ones(2, bool), c=1.0)
     learner = learners.metaoptnet_svm(embedding_model, ways=3)
     params, state = learner.init(jax.random.key(0))
     with pytest.raises(ValueError, match=r"metaoptnet_svm's support labels must be integers in \[0, ways\)"):

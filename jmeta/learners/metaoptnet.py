@@ -11,8 +11,8 @@ Two heads, both over an embedding ``model`` (its output, flattened, is the embed
 
       W = X^T (X X^T + lam I)^-1 Y    # = (X^T X + lam I)^-1 X^T Y
 
-* ``metaoptnet_svm``: the multi-class SVM of Crammer & Singer (2001), fitted by its dual QP (MetaOptNet,
-  sec. 3.3)::
+* ``metaoptnet_svm``: the multi-class SVM of Crammer & Singer (2001), fitted by its dual QP as in
+  MetaOptNet::
 
       max_alpha  -1/2 sum_k ||w_k||^2 + sum_n alpha_n[y_n],   w_k = sum_n alpha_n[k] x_n,
       s.t.       alpha_n[y_n] <= C,  alpha_n[k] <= 0 (k != y_n),  sum_k alpha_n[k] = 0.
@@ -27,7 +27,7 @@ Two heads, both over an embedding ``model`` (its output, flattened, is the embed
   the solver.
 
 Both heads give the logits ``scale * (f(x) @ W) + bias`` with a meta-learned scalar ``scale`` and ``bias``
-(R2D2, sec. 3.2; MetaOptNet learns a scale). A common ``bias`` does not change softmax probabilities, so
+(R2D2's scale and bias; MetaOptNet learns a scale). A common ``bias`` does not change softmax probabilities, so
 under cross-entropy its gradient is zero; it matters for losses that are not shift-invariant.
 
 Representation: the meta-parameters are ``MetaOptNetParams(params, scale, bias)``; ``adapt`` returns
@@ -101,8 +101,8 @@ def head_dtype(embeddings: jax.Array) -> jnp.dtype:
 
 
 def ridge_weights(embeddings: jax.Array, one_hot: jax.Array, lam: float | jax.Array) -> jax.Array:
-    """R2D2's ridge-regression weights ``X^T (X X^T + lam I)^-1 Y`` (Bertinetto et al. 2019, eq. 3 with
-    Woodbury's identity): the minimiser of ``||X W - Y||^2 + lam ||W||^2``.
+    """R2D2's ridge-regression weights ``X^T (X X^T + lam I)^-1 Y`` (Bertinetto et al. 2019, in
+    Woodbury's form): the minimiser of ``||X W - Y||^2 + lam ||W||^2``.
 
     Args:
       embeddings: ``X``, ``(points, dim)`` float.
@@ -150,8 +150,8 @@ def crammer_singer_dual(
     iterations: int = 500,
     tol: float = 1e-5,
 ) -> jax.Array:
-    """The dual variables ``alpha`` of the Crammer-Singer multi-class SVM on the support set (MetaOptNet,
-    sec. 3.3, eq. 8; Crammer & Singer 2001), differentiable in ``embeddings`` by implicit differentiation.
+    """The dual variables ``alpha`` of the Crammer-Singer multi-class SVM on the support set (MetaOptNet's
+    SVM head; Crammer & Singer 2001), differentiable in ``embeddings`` by implicit differentiation.
 
     Solved as ``alpha = c (one_hot - p)`` with each row of ``p`` on the simplex of the present classes, by
     FISTA with adaptive restart (step ``1 / (c^2 lambda_max(X X^T))``) until the largest change of ``p`` in
@@ -172,6 +172,10 @@ def crammer_singer_dual(
       ``alpha``, ``(points, ways)`` in float32 (float64 for float64 embeddings); the weights are
       ``X^T alpha`` and each row sums to 0.
 
+    Raises:
+      ValueError: ``c`` or ``tol`` is not a finite number > 0, ``iterations`` not a positive integer, or
+        the shapes do not fit together.
+
     Example::
 
         >>> import jax.numpy as jnp
@@ -180,6 +184,13 @@ def crammer_singer_dual(
         Array([[ 0.1, -0.1],
                [-0.1,  0.1]], dtype=float32)
     """
+    c, tol, iterations = positive_float("c", c), positive_float("tol", tol), positive_int("iterations", iterations)
+    matrices = embeddings.ndim == 2 and one_hot.ndim == 2 and one_hot.shape[0] == embeddings.shape[0]
+    if not (matrices and present.shape == one_hot.shape[1:]):
+        raise ValueError(
+            f"crammer_singer_dual needs embeddings (points, dim), one_hot (points, ways) and present (ways,); got "
+            f"shapes {embeddings.shape}, {one_hot.shape} and {present.shape}."
+        )
     dtype = head_dtype(embeddings)
     x, one_hot = embeddings.astype(dtype), one_hot.astype(dtype)
     gram = x @ x.T
@@ -367,7 +378,7 @@ def metaoptnet_svm(
     metrics: Mapping[str, LossFn] | None = None,
     compute_dtype: str = "float32",
 ) -> Learner:
-    """MetaOptNet with the Crammer-Singer multi-class SVM head (Lee et al. 2019, sec. 3.3; module docstring).
+    """MetaOptNet with the Crammer-Singer multi-class SVM head (Lee et al. 2019; module docstring).
 
     Args:
       model: a ``jmeta.Model`` mapping inputs to embeddings (its output is flattened per point).
