@@ -111,7 +111,7 @@ def test_svm_head_equals_liblinears_crammer_singer_svm(c):
 @pytest.mark.parametrize(
     "seed, points, dim, classes, ways, c",
     # the second: more points than dimensions, a singular Gram matrix and a singular implicit system
-    # (a plain solve gives NaN gradients there; dense_solve's least squares does not)
+    # (a plain LU solve gives NaN gradients there; implicit_solve's shifted one does not)
     [(2, 9, 4, 3, 4, 0.5), (2, 25, 3, 5, 5, 1.0)],
 )
 def test_svm_head_gradients_equal_central_differences(seed, points, dim, classes, ways, c):

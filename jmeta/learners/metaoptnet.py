@@ -22,7 +22,7 @@ Two heads, both over an embedding ``model`` (its output, flattened, is the embed
   projected gradient (FISTA with adaptive restart; the projection is ``optax.projections.projection_simplex``),
   and differentiates the solution implicitly (``jax.lax.custom_root``): the solution is the fixed point of
   one projected-gradient step, and the implicit function theorem at that fixed point gives its derivative
-  in the embeddings with one dense least-squares solve of size ``points * ways`` (its matrix holds
+  in the embeddings with one dense linear solve of size ``points * ways`` (its matrix holds
   ``(points * ways)^2`` numbers: 160,000 for 20-way 1-shot, 4 million for 20-way 5-shot), never unrolling
   the solver.
 
@@ -157,7 +157,7 @@ def crammer_singer_dual(
     FISTA with adaptive restart (step ``1 / (c^2 lambda_max(X X^T))``) until the largest change of ``p`` in
     a step is at most ``tol`` or after ``iterations`` steps. The derivative is the implicit function
     theorem's at the projected-gradient fixed point (``jax.lax.custom_root``), with a dense
-    ``(points * ways)``-square least-squares solve (:func:`dense_solve`): exact at an exact solution, as
+    ``(points * ways)``-square solve (:func:`implicit_solve`): exact at an exact solution, as
     good as the solution otherwise.
 
     Args:
@@ -218,28 +218,34 @@ def crammer_singer_dual(
         start = (0, p0, p0, jnp.ones((), dtype), jnp.array(jnp.inf, dtype))
         return jax.lax.while_loop(more, advance, start)[1]
 
-    p = jax.lax.custom_root(residual, one_hot, fista, dense_solve)
+    p = jax.lax.custom_root(residual, one_hot, fista, implicit_solve)
     return c * (one_hot - p)
 
 
-def dense_solve(linear: Callable[[jax.Array], jax.Array], rhs: jax.Array) -> jax.Array:
-    """The least-norm ``x`` with ``linear(x) == rhs``, by forming ``linear``'s matrix (``rhs.size`` square)
-    and solving it by least squares (a ``tangent_solve`` for ``jax.lax.custom_root``).
+def implicit_solve(linear: Callable[[jax.Array], jax.Array], rhs: jax.Array) -> jax.Array:
+    """The ``x`` with ``(M + eps I) x == rhs`` for ``M`` the matrix of ``linear`` (``rhs.size`` square,
+    formed column by column), ``eps = 1000`` machine epsilons of ``rhs``'s dtype, solved by LU: the
+    ``tangent_solve`` of :func:`crammer_singer_dual`'s ``jax.lax.custom_root``.
 
-    Least squares, not a plain solve: with more support points than embedding dimensions the Gram matrix
-    is singular, the SVM's dual solution need not be unique, and nor is the implicit system's solution;
-    every solution gives the same weights ``X^T alpha`` and so the same derivative of the logits, where a
-    plain LU solve can return NaN.
+    There ``M`` is the Jacobian of ``p - project(p - step * gradient(p))`` at the solution,
+    ``I - P (I - step H)`` with ``P`` the projection's Jacobian (an orthogonal projector) and ``step H``'s
+    eigenvalues in ``[0, 1]``; so ``M``'s eigenvalues lie in ``[0, 1]``, and 0 among them is semisimple.
+    ``M`` is singular when the dual solution is not unique (e.g. more support points than embedding
+    dimensions: a singular Gram matrix); every solution then gives the same weights ``X^T alpha``, and the
+    shift ``eps`` picks one, with a relative error of ``eps / mu`` in the part along an eigenvalue ``mu``.
+    (LU, not an SVD least-squares solve: LAPACK's SVD fails to converge, giving NaN, on some such
+    float32 matrices.)
 
     Example::
 
         >>> import jax.numpy as jnp
-        >>> dense_solve(lambda x: 2 * x, jnp.array([[1.0, 4.0]]))
-        Array([[0.5, 2. ]], dtype=float32)
+        >>> implicit_solve(lambda x: 0.5 * x, jnp.array([[1.0, 4.0]])).round(2)
+        Array([[2., 8.]], dtype=float32)
     """
     flat = rhs.reshape(-1)
     matrix = jax.jacfwd(lambda v: linear(v.reshape(rhs.shape)).reshape(-1))(flat)
-    return jnp.linalg.lstsq(matrix, flat)[0].reshape(rhs.shape)
+    shift = 1000 * jnp.finfo(rhs.dtype).eps
+    return jnp.linalg.solve(matrix + shift * jnp.eye(flat.size, dtype=rhs.dtype), flat).reshape(rhs.shape)
 
 
 def linear_head_learner(
