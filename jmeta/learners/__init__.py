@@ -1,7 +1,9 @@
 """Meta-learners, each a ``jmeta.Learner`` of pure functions."""
 
+from jmeta.learners import registered  # noqa: F401  (registers boil and metaoptnet-* with jmeta.registry)
 from jmeta.learners.anil import anil
 from jmeta.learners.base import Learner, TaskOutput
+from jmeta.learners.boil import boil
 from jmeta.learners.cavia import CAVIAParams, cavia
 from jmeta.learners.imaml import imaml
 from jmeta.learners.maml import fomaml, maml
@@ -13,6 +15,14 @@ from jmeta.learners.mamlpp import (
     mamlpp_meta_optimizer,
     msl_weights,
 )
+from jmeta.learners.metaoptnet import (
+    LinearHead,
+    MetaOptNetParams,
+    crammer_singer_dual,
+    metaoptnet_r2d2,
+    metaoptnet_svm,
+    ridge_weights,
+)
 from jmeta.learners.metasgd import MetaSGDParams, metasgd
 from jmeta.learners.protonet import Prototypes, protonet
 from jmeta.learners.reptile import predict_non_transductive, reptile, reptile_meta_optimizer
@@ -20,23 +30,30 @@ from jmeta.learners.reptile import predict_non_transductive, reptile, reptile_me
 __all__ = [
     "CAVIAParams",
     "Learner",
+    "LinearHead",
     "MAMLPPAdapted",
     "MAMLPPParams",
     "MAMLPPState",
+    "MetaOptNetParams",
     "MetaSGDParams",
     "Prototypes",
     "TaskOutput",
     "anil",
     "cavia",
+    "boil",
+    "crammer_singer_dual",
     "fomaml",
     "imaml",
     "maml",
     "mamlpp",
     "mamlpp_meta_optimizer",
+    "metaoptnet_r2d2",
+    "metaoptnet_svm",
     "metasgd",
     "msl_weights",
     "predict_non_transductive",
     "protonet",
     "reptile",
     "reptile_meta_optimizer",
+    "ridge_weights",
 ]

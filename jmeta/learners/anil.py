@@ -23,33 +23,12 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-import jax
 import optax
 
-from jmeta.learners.base import (
-    Learner,
-    LossFn,
-    TaskOutput,
-    gradient_inner_loop,
-    resolve_inner_optimizer,
-    steps_or_default,
-)
-from jmeta.learners.common import (
-    PathPredicate,
-    abstract_init,
-    check_bool,
-    combine,
-    count_selected,
-    leaf_paths,
-    partition,
-    query_pass,
-    select,
-)
-from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
-from jmeta.tasks.task import Task
-from jmeta.validation import positive_int
+from jmeta.learners.base import Learner, LossFn
+from jmeta.learners.common import PathPredicate, subset_learner
+from jmeta.nn import Model, PyTree
 
 
 def anil(
@@ -92,31 +71,17 @@ def anil(
         >>> model = jmeta.from_linen(jmeta.models.Conv4(num_classes=5), jnp.zeros((1, 28, 28, 1)))
         >>> learner = jmeta.learners.anil(model, jmeta.losses.cross_entropy, lambda p: p[0] == "head", 0.1, 10)
     """
-    model = with_compute_dtype(check_model(model), compute_dtype)
-    default_steps = positive_int("steps", steps)
-    optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
-    first_order, remat = check_bool("first_order", first_order), check_bool("remat", remat)
-    metrics = dict(metrics or {})
-    params_shape, _ = abstract_init(model)
-    mask = select(head, params_shape, "head")
-    if count_selected(mask) == 0:
-        raise ValueError(
-            f"head must select at least one parameter array; it selected none of {leaf_paths(params_shape)}."
-        )
-
-    def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
-        head_params, body = partition(params, mask)
-        run = gradient_inner_loop(
-            lambda h, s, inputs: model.apply(combine(h, body), s, inputs),
-            loss_fn,
-            optimizer,
-            first_order=first_order,
-            remat=remat,
-        )
-        return combine(run(head_params, state, x, y, steps_or_default(steps, default_steps)), body)
-
-    def task_loss(params: PyTree, state: PyTree, task: Task, steps: int | None = None) -> tuple[jax.Array, TaskOutput]:
-        adapted = adapt(params, state, task.support_x, task.support_y, steps)
-        return query_pass(model.apply, loss_fn, metrics, adapted, state, task)
-
-    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss, adapts_network=True)
+    return subset_learner(
+        model,
+        loss_fn,
+        head,
+        "head",
+        invert=False,
+        inner_lr=inner_lr,
+        steps=steps,
+        inner_optimizer=inner_optimizer,
+        first_order=first_order,
+        remat=remat,
+        metrics=metrics,
+        compute_dtype=compute_dtype,
+    )

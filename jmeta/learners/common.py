@@ -1,5 +1,5 @@
 """Helpers shared by the learners beyond ``base``: choosing parameters by their path, splitting and joining
-pytrees, the query pass, and argument checks.
+pytrees, the inner loop over a chosen subset of the parameters (ANIL, BOIL), the query pass, and argument checks.
 
 A *selector* names a subset of a parameter pytree, either as a predicate over paths (each path a tuple of
 names, e.g. ``("head", "kernel")`` for ``params["head"]["kernel"]``) or as a pytree of bools with the
@@ -25,10 +25,21 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 
-from jmeta.learners.base import LossFn, TaskOutput, call_apply, query_metrics
-from jmeta.nn import ApplyFn, Model, PyTree
+from jmeta.learners.base import (
+    Learner,
+    LossFn,
+    TaskOutput,
+    call_apply,
+    gradient_inner_loop,
+    query_metrics,
+    resolve_inner_optimizer,
+    steps_or_default,
+)
+from jmeta.nn import ApplyFn, Model, PyTree, check_model, with_compute_dtype
 from jmeta.tasks.task import Task
+from jmeta.validation import positive_int
 
 Path = tuple[str | int, ...]
 PathPredicate = Callable[[Path], bool]
@@ -169,6 +180,76 @@ def query_pass(
     predictions, new_state = call_apply(predict, task_params, model_state, task.query_x)
     loss, values = query_metrics(loss_fn, metrics, predictions, task.query_y)
     return loss, TaskOutput(values, new_state)
+
+
+def subset_learner(
+    model: Model,
+    loss_fn: LossFn,
+    adapted: PathPredicate | PyTree,
+    argument: str,
+    *,
+    invert: bool,
+    inner_lr: float | None,
+    steps: int,
+    inner_optimizer: optax.GradientTransformation | None,
+    first_order: bool,
+    remat: bool,
+    metrics: Mapping[str, LossFn] | None,
+    compute_dtype: str,
+) -> Learner:
+    """A MAML whose inner loop adapts only a subset of the parameters; the others stay at their
+    meta-learned values during adaptation and are learned by the outer loop alone. ANIL (the head adapts)
+    and BOIL (the body adapts) are this with ``adapted`` the head, ``invert`` False and True.
+
+    ``adapted`` (given to the caller as ``argument``, named in errors) is a path predicate or a bool pytree
+    (:func:`select`); with ``invert`` the adapted subset is its complement. Only the adapted subset's
+    support gradient is formed. Raises ValueError when the adapted subset is empty, and the errors of
+    :func:`select`, ``resolve_inner_optimizer`` and the argument checks. The other arguments are as
+    ``jmeta.learners.anil``'s.
+
+    Example::
+
+        >>> import jax.numpy as jnp, jmeta
+        >>> model = jmeta.from_linen(jmeta.models.MLP((4, 1)), jnp.zeros((1, 1)))
+        >>> learner = subset_learner(
+        ...     model, jmeta.losses.mse, lambda path: path[0] == "Dense_1", "head", invert=True, inner_lr=0.1,
+        ...     steps=1, inner_optimizer=None, first_order=False, remat=False, metrics=None, compute_dtype="float32")
+    """
+    model = with_compute_dtype(check_model(model), compute_dtype)
+    default_steps = positive_int("steps", steps)
+    optimizer = resolve_inner_optimizer(inner_lr, inner_optimizer)
+    first_order, remat = check_bool("first_order", first_order), check_bool("remat", remat)
+    metrics = dict(metrics or {})
+    params_shape, _ = abstract_init(model)
+    mask = select(adapted, params_shape, argument)
+    if count_selected(mask) == 0:
+        raise ValueError(
+            f"{argument} must select at least one parameter array; it selected none of {leaf_paths(params_shape)}."
+        )
+    if invert:
+        mask = jax.tree.map(lambda chosen: not chosen, mask)
+        if count_selected(mask) == 0:
+            raise ValueError(
+                f"{argument} selected every parameter array ({leaf_paths(params_shape)}); the inner loop adapts the "
+                f"parameters it does not select, so it must leave at least one out."
+            )
+
+    def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
+        chosen, fixed = partition(params, mask)
+        run = gradient_inner_loop(
+            lambda part, s, inputs: model.apply(combine(part, fixed), s, inputs),
+            loss_fn,
+            optimizer,
+            first_order=first_order,
+            remat=remat,
+        )
+        return combine(run(chosen, state, x, y, steps_or_default(steps, default_steps)), fixed)
+
+    def task_loss(params: PyTree, state: PyTree, task: Task, steps: int | None = None) -> tuple[jax.Array, TaskOutput]:
+        adapted_params = adapt(params, state, task.support_x, task.support_y, steps)
+        return query_pass(model.apply, loss_fn, metrics, adapted_params, state, task)
+
+    return Learner(init=model.init, adapt=adapt, predict=model.apply, task_loss=task_loss, adapts_network=True)
 
 
 def check_bool(name: str, value: Any) -> bool:

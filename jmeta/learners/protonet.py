@@ -74,6 +74,28 @@ def embed(model: Model, params: PyTree, state: PyTree, x: jax.Array) -> tuple[ja
     return out.reshape(out.shape[0], -1), new_state
 
 
+def check_support_labels(y: jax.Array, ways: int, steps: int | None, learner: str) -> None:
+    """The checks of ``adapt``'s arguments for a learner that classifies embeddings without inner steps:
+    ``steps`` must be None or an integer >= 0 (it is ignored), ``y`` integers in ``[0, ways)`` of shape
+    ``(points,)`` (values are checked when concrete; ``jmeta.losses.check_labels``). Raises ValueError
+    naming ``learner``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> check_support_labels(jnp.zeros((4, 1)), 5, None, "protonet")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: protonet's support labels must be integers in [0, ways) of shape (points,); got dtype float32 ...
+    """
+    steps_or_default(steps, 0)
+    if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ValueError(
+            f"{learner}'s support labels must be integers in [0, ways) of shape (points,); got dtype {y.dtype} "
+            f"and shape {y.shape}."
+        )
+    check_labels((1, ways), y, f"{learner}'s support labels y")
+
+
 def class_prototypes(embeddings: jax.Array, labels: jax.Array, ways: int) -> tuple[jax.Array, jax.Array]:
     """The mean embedding of each class ``0..ways-1`` (zeros for an absent class) and the mask of present ones.
 
@@ -135,13 +157,7 @@ def protonet(
     metrics = dict(metrics or {})
 
     def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Prototypes:
-        steps_or_default(steps, 0)
-        if y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer):
-            raise ValueError(
-                f"protonet's support labels must be integers in [0, ways) of shape (points,); got dtype {y.dtype} "
-                f"and shape {y.shape}."
-            )
-        check_labels((1, ways), y, "protonet's support labels y")
+        check_support_labels(y, ways, steps, "protonet")
         embeddings, _ = embed(model, params, state, x)
         prototypes, present = class_prototypes(embeddings, y, ways)
         return Prototypes(params, prototypes, present)
