@@ -20,8 +20,7 @@ def get_config():
     config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.eval_ways, config.queries, config.eval_queries = 5, 5, 5
     config.downsample = "maxpool"
-    config.inner_steps, config.eval_steps = 0, (0,)  # a convex-optimisation head, no gradient steps
-    config.inner_lr = 0.0
+    config.eval_steps = (0,)  # a convex-optimisation head, no gradient steps
     config.svm_c, config.svm_iterations = 0.1, 500
     config.meta_batch, config.steps = 4, 20_000
     return config
