@@ -9,7 +9,10 @@ from conftest import REPO
 from jmeta.cli import main
 
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
-LEARNERS = ["maml", "fomaml", "mamlpp", "metasgd", "anil", "reptile", "protonet", "imaml"]
+LEARNERS = [
+    "maml", "fomaml", "mamlpp", "metasgd", "anil", "reptile", "protonet", "imaml", "boil", "metaoptnet_r2d2",
+    "metaoptnet_svm",
+]  # fmt: skip
 
 
 @pytest.mark.slow
