@@ -9,7 +9,6 @@ tracebacks of a failed Orbax save back, so that the one line is all a full disk 
 Example::
 
     >>> from pathlib import Path
-from typing import Any
     >>> try:
     ...     with disk_full_reported(Path("runs/s/results.json"), "writing the meta-test results"):
     ...         raise ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device [os_error_code='28']")
