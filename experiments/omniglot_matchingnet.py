@@ -1,6 +1,6 @@
 """Matching Networks, Omniglot 5-way 1-shot (Vinyals et al. 2016, sec. 4.1.1): Conv-4 embedding (64 filters,
 3x3 convolutions, BatchNorm, ReLU, 2x2 max-pool per block: a 64-d embedding of 28x28 characters), cosine
-attention over the support set, no full context embeddings (not implemented in jmeta); trained on
+attention over the support set, no full context embeddings (fce=True turns them on); trained on
 episodes of the test's form, 5-way 1-shot ("test and train conditions must match", sec. 2.2), rotated
 characters as new classes. Adam 1e-3.
 
@@ -21,6 +21,7 @@ def get_config():
     config.data_dir = str(default_data_dir("omniglot"))  # $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot
     config.queries, config.eval_queries = 5, 5
     config.downsample = "maxpool"
+    config.fce = False  # full context embeddings
     config.inner_steps, config.eval_steps = 0, (0,)  # attention over the support set, no gradient steps
     config.inner_lr = 0.0
     config.meta_batch, config.steps = 32, 20_000

@@ -60,6 +60,48 @@ def test_matchingnet_equals_a_per_query_loop_over_the_support_set(embedding_mode
     assert all(bool(np.all(np.isfinite(g))) for g in jax.tree.leaves(grads)), "absent classes give finite gradients"
 
 
+def _numpy_lstm(params, carry, x):
+    """One step of Flax's (Optimized)LSTMCell by hand: input, forget, cell and output gates, carry (c, h)."""
+    c, h = carry
+    gate = {name: x @ np.asarray(params["i" + name]["kernel"]) + h @ np.asarray(params["h" + name]["kernel"])
+            + np.asarray(params["h" + name]["bias"]) for name in "ifgo"}
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    c = sigmoid(gate["f"]) * c + sigmoid(gate["i"]) * np.tanh(gate["g"])
+    return c, sigmoid(gate["o"]) * np.tanh(c)
+
+
+def test_matchingnet_full_context_embeddings_equal_a_per_query_loop(embedding_model):
+    steps, ways = 3, 3
+    task = first_task(_classification_tasks(jax.random.key(0), 1, ways=ways, shots=2))
+    example = jnp.zeros((1, DIM))
+    learner = learners.matchingnet(embedding_model, ways, fce=True, example_x=example, processing_steps=steps)
+    params, state = learner.init(jax.random.key(1))
+    log_probs, _ = jax.jit(learner.predict)(learner.adapt(params, state, task.support_x, task.support_y), state,
+                                            task.query_x)
+    lstm = jax.tree.map(lambda a: np.asarray(a, np.float64), params.context)
+    g_prime = _embed(embedding_model, params.embedding, state, task.support_x)
+    zero = (np.zeros(4), np.zeros(4))
+    forward, backward, carry = [], [], zero
+    for point in g_prime:  # the bidirectional LSTM over the support set, in its order (appendix A.1)
+        carry = _numpy_lstm(lstm["forward"]["cell"], carry, point)
+        forward.append(carry[1])
+    carry = zero
+    for point in g_prime[::-1]:
+        carry = _numpy_lstm(lstm["backward"]["cell"], carry, point)
+        backward.insert(0, carry[1])
+    g = g_prime + np.array(forward) + np.array(backward)
+    labels = np.asarray(task.support_y)
+    for i, f_prime in enumerate(_embed(embedding_model, params.embedding, state, task.query_x)):
+        h, c = f_prime, np.zeros(4)  # the attention LSTM over g (appendix A.2)
+        for _ in range(steps):
+            weights = np.exp(g @ h) / np.sum(np.exp(g @ h))
+            c, h_hat = _numpy_lstm(lstm["attention"], (c, h), np.concatenate([f_prime, weights @ g]))
+            h = h_hat + f_prime
+        cosines = np.array([h @ s / np.linalg.norm(h) / np.linalg.norm(s) for s in g])
+        attention = np.exp(cosines) / np.sum(np.exp(cosines))
+        np.testing.assert_allclose(np.exp(log_probs[i]), [attention[labels == k].sum() for k in range(ways)], rtol=1e-4)
+
+
 def test_matchingnet_meta_training_lowers_the_query_loss(embedding_model):
     learner = learners.matchingnet(embedding_model, ways=3, scale=10.0, metrics={"accuracy": jmeta.losses.accuracy})
     _, before, after = _train(learner, functools.partial(_classification_tasks, num_tasks=8))
@@ -240,7 +282,8 @@ def test_registered_builders_make_the_learners(embedding_model):
                          ("baseline++", batches), ("finetune", batches)):
         component = LEARNERS[name]
         assert component.properties["embedding"] and component.properties["any_ways"]
-        learner, optimizer = component.builder(_config(learner=name, num_classes=6), embedding_model, family)
+        config = _config(learner=name, num_classes=6, fce=True)
+        learner, optimizer = component.builder(config, embedding_model, family)
         assert isinstance(learner, jmeta.Learner) and isinstance(optimizer, optax.GradientTransformation)
     with pytest.raises(ValueError, match="learner 'baseline' pre-trains on minibatches over all training classes: set "
                        "task='all-classes' and dataset='omniglot'"):
@@ -255,6 +298,10 @@ def test_bad_arguments_are_named(embedding_model):
         learners.matchingnet(embedding_model, ways=0)
     with pytest.raises(ValueError, match="scale must be a finite number > 0; got -1"):
         learners.matchingnet(embedding_model, ways=3, scale=-1)
+    with pytest.raises(ValueError, match="matchingnet with fce=True needs example_x"):
+        learners.matchingnet(embedding_model, ways=3, fce=True)
+    with pytest.raises(ValueError, match=r"processing_steps must be a positive integer \(>= 1\); got 0"):
+        learners.matchingnet(embedding_model, ways=3, fce=True, example_x=example, processing_steps=0)
     with pytest.raises(TypeError, match="relation must be a flax.linen.Module; got function"):
         learners.relationnet(embedding_model, example, 3, relation=lambda x: x)
     with pytest.raises(ValueError, match=r"hidden must be a positive integer \(>= 1\); got 0"):

@@ -13,7 +13,7 @@ from jmeta.learners.mamlpp import (
     mamlpp_meta_optimizer,
     msl_weights,
 )
-from jmeta.learners.matching import MatchingSupport, matchingnet
+from jmeta.learners.matching import FullContextEmbedding, MatchingParams, MatchingSupport, matchingnet
 from jmeta.learners.metasgd import MetaSGDParams, metasgd
 from jmeta.learners.protonet import Prototypes, protonet
 from jmeta.learners.relation import RelationModule, RelationParams, RelationState, RelationSupport, relationnet
@@ -22,11 +22,13 @@ from jmeta.learners.reptile import predict_non_transductive, reptile, reptile_me
 __all__ = [
     "BaselineParams",
     "FittedHead",
+    "FullContextEmbedding",
     "Head",
     "Learner",
     "MAMLPPAdapted",
     "MAMLPPParams",
     "MAMLPPState",
+    "MatchingParams",
     "MatchingSupport",
     "MetaSGDParams",
     "Prototypes",

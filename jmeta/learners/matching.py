@@ -14,12 +14,20 @@ the softmax cross-entropy of the task family (``jmeta.losses.cross_entropy``) is
 ``accuracy`` its arg-max. Classes without support points get ``-inf`` (probability 0), so a learner built
 for ``ways`` classes evaluates tasks with fewer (e.g. 20-way training, 5-way testing), as ProtoNets do.
 
-``adapt`` returns :class:`MatchingSupport` (the embedding parameters, the normalised support embeddings and
-their labels); there is no inner gradient step, so ``steps`` is accepted and ignored. Support and query are
-embedded in separate passes (BatchNorm with batch statistics normalises each set by its own).
+``adapt`` returns :class:`MatchingSupport` (the meta-parameters, the support embeddings and their labels);
+there is no inner gradient step, so ``steps`` is accepted and ignored. Support and query are embedded in
+separate passes (BatchNorm with batch statistics normalises each set by its own).
 
-Full context embeddings (the paper's bidirectional LSTM over the support set and attention LSTM over the
-query, sec. 2.1.2 and appendix) are not implemented here.
+Full context embeddings (``fce=True``; sec. 2.1.2 and appendix A.1-A.2): the support embeddings
+``g'(x_i)`` are read by a bidirectional LSTM in the support set's order, ``g(x_i, S) = h_fwd_i + h_bwd_i +
+g'(x_i)``, and each query embedding ``f'(x)`` by an attention LSTM of ``processing_steps`` (the paper's
+``K``) steps, ``r = sum_i softmax_i(h . g(x_i, S)) g(x_i, S)``, ``h_hat, c = LSTM([f'(x), r], (h, c))``, ``h
+= h_hat + f'(x)``, from ``h = f'(x)``, ``c = 0``; ``f(x, S)`` is the last ``h``. (The appendix writes the
+read-out ``r`` beside ``h`` in the LSTM's state; here it joins the LSTM's input, so that its state keeps the
+embedding's width.) The LSTM parameters (:class:`FullContextEmbedding`, Flax ``OptimizedLSTMCell`` s with as
+many units as the embedding has dimensions) are meta-parameters beside the embedding's
+(:class:`MatchingParams`); the query embeddings do not depend on one another. Without FCE the
+meta-parameters are the embedding's parameters alone.
 
 Example::
 
@@ -38,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,7 +54,7 @@ import optax
 from jmeta import losses
 from jmeta.learners.base import Learner, LossFn, TaskOutput, steps_or_default
 from jmeta.learners.baseline import normalize
-from jmeta.learners.common import query_pass
+from jmeta.learners.common import check_bool, query_pass
 from jmeta.learners.protonet import embed
 from jmeta.losses import check_labels
 from jmeta.nn import Model, PyTree, check_model, with_compute_dtype
@@ -54,13 +63,67 @@ from jmeta.tasks.task import Task
 from jmeta.validation import positive_float, positive_int
 
 
+class MatchingParams(NamedTuple):
+    """Matching Networks' meta-parameters with full context embeddings: the ``embedding`` model's and the
+    ``context`` LSTMs' (:class:`FullContextEmbedding`)."""
+
+    embedding: PyTree
+    context: PyTree
+
+
 class MatchingSupport(NamedTuple):
-    """Matching Networks' adapted parameters: embedding ``params``, the L2-normalised support embeddings
-    ``(support, dim)`` and the support labels ``(support,)`` int."""
+    """Matching Networks' adapted parameters: the meta-``params``, the support embeddings ``(support, dim)``
+    (``g(x_i, S)`` with full context embeddings) and the support labels ``(support,)`` int."""
 
     params: PyTree
     support: jax.Array
     labels: jax.Array
+
+
+class FullContextEmbedding(nn.Module):
+    """The full context embeddings of Matching Networks (module docstring) for embeddings of ``width``
+    dimensions: :meth:`support` reads the support embeddings ``(support, width)`` with a bidirectional LSTM;
+    :meth:`query` reads query embeddings ``(queries, width)`` with ``processing_steps`` steps of the attention
+    LSTM over the support's; ``__call__(g_prime, f_prime)`` does both (it initialises every parameter).
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> module = FullContextEmbedding(width=4, processing_steps=2)
+        >>> variables = module.init(jax.random.key(0), jnp.ones((5, 4)), jnp.ones((3, 4)))
+        >>> [x.shape for x in module.apply(variables, jnp.ones((5, 4)), jnp.ones((3, 4)))]
+        [(5, 4), (3, 4)]
+    """
+
+    width: int
+    processing_steps: int = 5
+
+    def __post_init__(self) -> None:
+        positive_int("width", self.width)
+        positive_int("processing_steps", self.processing_steps)
+        super().__post_init__()
+
+    def setup(self) -> None:
+        self.forward = nn.RNN(nn.OptimizedLSTMCell(self.width))
+        self.backward = nn.RNN(nn.OptimizedLSTMCell(self.width), reverse=True, keep_order=True)
+        self.attention = nn.OptimizedLSTMCell(self.width)
+
+    def support(self, g_prime: jax.Array) -> jax.Array:
+        """``g(x_i, S) = h_fwd_i + h_bwd_i + g'(x_i)`` ``(support, width)``, in the support set's order."""
+        return g_prime + self.forward(g_prime[None])[0] + self.backward(g_prime[None])[0]
+
+    def query(self, f_prime: jax.Array, g: jax.Array) -> jax.Array:
+        """``f(x, S)`` ``(queries, width)``: the attention LSTM's last ``h`` over the support embeddings ``g``."""
+        h, c = f_prime, jnp.zeros_like(f_prime)
+        for _ in range(self.processing_steps):
+            r = jax.nn.softmax(h @ g.T, axis=-1) @ g
+            (c, h_hat), _ = self.attention((c, h), jnp.concatenate([f_prime, r], axis=-1))
+            h = h_hat + f_prime
+        return h
+
+    def __call__(self, g_prime: jax.Array, f_prime: jax.Array) -> tuple[jax.Array, jax.Array]:
+        g = self.support(g_prime)
+        return g, self.query(f_prime, g)
 
 
 def matching_log_probs(
@@ -94,6 +157,9 @@ def matchingnet(
     loss_fn: LossFn = losses.cross_entropy,
     *,
     scale: float = 1.0,
+    fce: bool = False,
+    example_x: jax.Array | None = None,
+    processing_steps: int = 5,
     metrics: Mapping[str, LossFn] | None = None,
     compute_dtype: str = "float32",
 ) -> Learner:
@@ -106,15 +172,20 @@ def matchingnet(
         paper's log-likelihood loss) by default.
       scale: multiplies the cosine similarities before the softmax (1, the paper's; larger sharpens the
         attention).
+      fce: full context embeddings (module docstring); needs ``example_x``.
+      example_x: a batch of one input ``(1, *input_shape)``, to find the embedding's width (``fce=True``).
+      processing_steps: the attention LSTM's steps ``K`` (``fce=True``; the paper does not state its value).
       metrics: extra ``name -> fn(log_probs, labels)`` reported on the query set (e.g. accuracy).
       compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's passes.
 
     Returns:
-      A ``jmeta.Learner``: meta-parameters are the embedding parameters; ``adapt`` returns
-      :class:`MatchingSupport`; ``predict`` returns log class probabilities ``(points, ways)`` float32.
+      A ``jmeta.Learner``: meta-parameters are the embedding parameters (:class:`MatchingParams` with
+      ``fce=True``); ``adapt`` returns :class:`MatchingSupport`; ``predict`` returns log class
+      probabilities ``(points, ways)`` float32.
 
-    Raises ValueError naming the argument for a bad ``ways`` or ``scale``; ``adapt`` raises ValueError for
-    support labels that are not integers of shape ``(points,)`` (or, concrete, outside ``0..ways-1``).
+    Raises ValueError or TypeError naming the argument for a bad ``ways``, ``scale``, ``fce``,
+    ``processing_steps``, or ``fce=True`` without ``example_x``; ``adapt`` raises ValueError for support
+    labels that are not integers of shape ``(points,)`` (or, concrete, outside ``0..ways-1``).
 
     Example::
 
@@ -125,7 +196,26 @@ def matchingnet(
     model = with_compute_dtype(check_model(model), compute_dtype)
     ways = positive_int("ways", ways)
     scale = positive_float("scale", scale)
+    fce = check_bool("fce", fce)
+    processing_steps = positive_int("processing_steps", processing_steps)
     metrics = dict(metrics or {})
+    if fce and example_x is None:
+        raise ValueError("matchingnet with fce=True needs example_x, a batch of one input, for the LSTMs' width.")
+    if fce:
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+        width = jax.eval_shape(lambda p, s: embed(model, p, s, jnp.asarray(example_x))[0], *shapes).shape[-1]
+        context = FullContextEmbedding(width, processing_steps)
+
+    def init(key: jax.Array) -> tuple[PyTree, PyTree]:
+        model_key, context_key = jax.random.split(key)
+        params, state = model.init(model_key)
+        if not fce:
+            return params, state
+        features = jnp.zeros((1, context.width))
+        return MatchingParams(params, context.init(context_key, features, features)["params"]), state
+
+    def embedding_params(params: PyTree) -> PyTree:
+        return params.embedding if fce else params
 
     def adapt(params: PyTree, state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> MatchingSupport:
         steps_or_default(steps, 0)
@@ -135,24 +225,34 @@ def matchingnet(
                 f"{y.dtype} and shape {y.shape}."
             )
         check_labels((1, ways), y, "matchingnet's support labels y")
-        embeddings, _ = embed(model, params, state, x)
-        return MatchingSupport(params, normalize(embeddings), y)
+        embeddings, _ = embed(model, embedding_params(params), state, x)
+        if fce:
+            embeddings = context.apply({"params": params.context}, embeddings, method=FullContextEmbedding.support)
+        return MatchingSupport(params, embeddings, y)
 
     def predict(support: MatchingSupport, state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
-        embeddings, new_state = embed(model, support.params, state, x)
-        return matching_log_probs(normalize(embeddings), support.support, support.labels, ways, scale), new_state
+        embeddings, new_state = embed(model, embedding_params(support.params), state, x)
+        if fce:
+            embeddings = context.apply(
+                {"params": support.params.context}, embeddings, support.support, method=FullContextEmbedding.query
+            )
+        log_probs = matching_log_probs(normalize(embeddings), normalize(support.support), support.labels, ways, scale)
+        return log_probs, new_state
 
     def task_loss(params: PyTree, state: PyTree, task: Task, steps: int | None = None) -> tuple[jax.Array, TaskOutput]:
         support = adapt(params, state, task.support_x, task.support_y, steps)
         return query_pass(predict, loss_fn, metrics, support, state, task)
 
-    return Learner(init=model.init, adapt=adapt, predict=predict, task_loss=task_loss)
+    return Learner(init=init, adapt=adapt, predict=predict, task_loss=task_loss)
 
 
-@register_learner("matchingnet", embedding=True, any_ways=True)
+@register_learner("matchingnet", keys=("fce",), embedding=True, any_ways=True)
 def matchingnet_learner(config: Any, model: Model, family: Any) -> tuple[Learner, optax.GradientTransformation]:
-    """Matching Networks for configs (``learner="matchingnet"``): ``ways`` (training) may exceed
-    ``eval_ways``; cosine similarities unscaled (the paper's); Adam ``meta_lr``."""
+    """Matching Networks for configs (``learner="matchingnet"``): ``fce`` (full context embeddings, 5
+    processing steps); ``ways`` (training) may exceed ``eval_ways``; cosine similarities unscaled (the
+    paper's); Adam ``meta_lr``."""
     ways = max(config.ways, config.eval_ways)
-    learner = matchingnet(model, ways, family.loss, metrics=family.metrics)
+    learner = matchingnet(
+        model, ways, family.loss, fce=config.fce, example_x=family.example_input, metrics=family.metrics
+    )
     return learner, optax.adam(config.meta_lr)
