@@ -5,7 +5,7 @@ classifier fitted to each support set's frozen features for 100 epochs in batche
 0.9, dampening 0.9, weight decay 0.001, the authors' code), 16 queries per class.
 
 Pre-training through jmeta's trainer: task="all-classes" draws minibatches of `batch_points` examples with
-one-hot labels over every training class (jmeta.tasks.class_batches); validation and test are 5-way 1-shot
+one-hot labels over every training class (jmeta.pretraining); validation and test are 5-way 1-shot
 episodes of `dataset`. Deviations: minibatches are drawn with replacement rather than by epochs, and 20,000
 of them (Chen et al. train 400 epochs).
 

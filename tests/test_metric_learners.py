@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import first_task
+from conftest import REPO, first_task
 from flax import linen
 from test_learners import _classification_tasks, _train
 
@@ -329,3 +329,27 @@ def test_bad_arguments_are_named(embedding_model):
     params, state = relation.init(jax.random.key(0))
     with pytest.raises(ValueError, match="relationnet's support labels y must hold class labels in 0..2"):
         relation.adapt(params, state, jnp.zeros((2, DIM)), jnp.array([0, 3]))
+
+
+OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+@pytest.mark.slow  # loads real Omniglot and pre-trains 20 steps (~1 min)
+@pytest.mark.skipif(not (OMNIGLOT / "images_background.zip").is_file(), reason=f"real Omniglot not found at {OMNIGLOT}")
+def test_all_classes_family_pretrains_baselinepp_on_omniglot_and_tests_on_its_episodes():
+    from jmeta.experiment import load_config
+    from jmeta.pretraining import all_classes_family
+
+    config = load_config(str(REPO / "experiments" / "omniglot_baselinepp.py"), [f"data_dir={OMNIGLOT}"])
+    family = all_classes_family(config)
+    assert family.sample_train.num_classes == config.num_classes == 4112  # 1028 characters x 4 rotations
+    model = jmeta.from_linen(jmeta.models.Conv4(None, downsample="maxpool", pool="flatten"), family.example_input)
+    learner, optimizer = LEARNERS[config.learner].builder(config, model, family)
+    trainer = jmeta.meta_trainer(learner, optimizer)
+    state = trainer.init(jax.random.key(0))
+    for step in range(20):
+        state, metrics = trainer.step(state, family.sample_train(jax.random.key(step), 1))
+    assert np.isfinite(metrics["loss"])
+    results = jmeta.evaluate(learner, state.params, state.model_state, family.sample_test, jax.random.key(1),
+                             num_tasks=10, steps=(config.inner_steps,))
+    assert 0.0 <= results[100]["accuracy"].mean <= 1.0 and results[100]["accuracy"].tasks == 10

@@ -24,10 +24,10 @@ Pre-training through jmeta's episodic trainer. ``jmeta.meta_trainer`` and ``jmet
 ``task_loss`` tells the two kinds of task apart by their targets' shapes, statically:
 
 * a task whose targets are one-hot rows ``(points, num_classes)`` (drawn by
-  ``jmeta.tasks.class_batches.ClassBatchSampler``, e.g. through the ``"all-classes"`` task family) is a
-  labelled minibatch of training examples: its support and query points are joined into one minibatch,
-  and the loss is the softmax cross-entropy of the pre-training classifier (the metrics: ``loss`` and the
-  family's metrics of the class indices ``argmax`` of the targets);
+  ``jmeta.tasks.class_batches.ClassBatchSampler``, e.g. through the ``"all-classes"`` task family of
+  ``jmeta.pretraining``) is a labelled minibatch of training examples: its support and query points are
+  joined into one minibatch, and the loss is the softmax cross-entropy of the pre-training classifier (the
+  metrics: ``loss`` and the family's metrics of the class indices ``argmax`` of the targets);
 * a task whose targets are integer labels ``(points,)`` is an episode: ``adapt`` fits a new head on its
   support set, and the loss and metrics are those of the query set (as for every jmeta learner).
 
@@ -437,7 +437,7 @@ def _builder(cosine: bool, finetune: bool) -> Callable[[Any, Model, Any], tuple[
         if sampler is not None and not isinstance(sampler, ClassBatchSampler):
             raise ValueError(
                 f"learner {config.learner!r} pre-trains on minibatches over all training classes: set "
-                f"task='all-classes' and dataset={config.task!r} (jmeta.tasks.class_batches); got task "
+                f"task='all-classes' and dataset={config.task!r} (jmeta.pretraining); got task "
                 f"{config.task!r}, whose training tasks come from a {type(sampler).__name__}."
             )
         if sampler is not None and sampler.num_classes != config.num_classes:

@@ -6,7 +6,8 @@ trainer.
 A :class:`ClassBatchSampler` is a task sampler like ``EpisodeSampler``: ``sampler(key, num_tasks) -> Task``.
 Each "task" is a minibatch of ``points`` examples drawn uniformly with replacement from the whole training
 set, split into a support half and a query half (a learner that pre-trains, e.g.
-``jmeta.learners.baseline``, joins them into one minibatch). Its targets are **one-hot** float32 rows over
+``jmeta.learners.baseline``, joins them into one minibatch). The ``"all-classes"`` task family
+(``jmeta.pretraining``) draws them from a data set's training classes. Its targets are **one-hot** float32 rows over
 the ``num_classes`` training classes, ``(points, num_classes)``, not integer labels: that tells such a
 learner, from the shapes alone, that a task is a labelled minibatch and not an N-way episode, and keeps the
 class indices from being checked against the ``ways`` outputs of a head fitted to an episode
@@ -26,14 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jmeta import losses
 from jmeta.data.dataset import ClassDataset
-from jmeta.registry import register_task_family
 from jmeta.tasks.task import Task
 from jmeta.validation import positive_int
 
@@ -107,38 +105,3 @@ def _sample(sampler: ClassBatchSampler, key: jax.Array, num_tasks: int) -> Task:
     y = jax.nn.one_hot(y, sampler.num_classes, dtype=jnp.float32)
     half = sampler.points // 2
     return Task(x[:, :half], y[:, :half], x[:, half:], y[:, half:])
-
-
-def all_classes_family(config: Any) -> Any:
-    """The ``"all-classes"`` task family: meta-training tasks are :class:`ClassBatchSampler` minibatches of
-    ``config.batch_points`` examples over every training class of the data set ``config.dataset``; validation
-    and test are the N-way episodes (``eval_ways``, ``eval_shots``, ``eval_queries``) of its val and test
-    classes, exactly as the episodic family of ``task=config.dataset`` draws them (the same data options:
-    ``split``, ``rotate``, ``data_dir``, ...). For learners that pre-train on all classes
-    (``jmeta.learners.baseline``). Raises ValueError as the episodic family does, and for ``batch_points`` < 2.
-
-    Example::
-
-        >>> config = few_shot_config("omniglot", "baseline++", ways=5, shots=1)   # doctest: +SKIP
-        >>> config.task, config.dataset, config.batch_points = "all-classes", "omniglot", 16   # doctest: +SKIP
-        >>> all_classes_family(config).sample_train.num_classes                   # doctest: +SKIP
-        4800
-    """
-    from jmeta.data import load
-    from jmeta.experiment import data_options, episodic_family
-
-    episodes = config.copy_and_resolve_references()
-    episodes.task = config.dataset
-    family = episodic_family(episodes)
-    data = load(config.dataset, config.get("data_dir") or None, **data_options(episodes))
-    return family._replace(sample_train=make_class_batch_sampler(data["train"], config.batch_points))
-
-
-register_task_family(
-    "all-classes",
-    all_classes_family,
-    keys=("dataset", "batch_points"),
-    loss=losses.cross_entropy,
-    metrics={"accuracy": losses.accuracy},
-    outputs=lambda config: config.eval_ways,
-)
