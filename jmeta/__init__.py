@@ -9,7 +9,7 @@ Example::
     >>> state = trainer.init(jax.random.key(0))
 """
 
-from jmeta import batching, experiment, losses, models, parallel, tasks
+from jmeta import batching, experiment, losses, models, parallel, pretraining, tasks
 from jmeta.data.registry import register_dataset, register_split
 from jmeta.evaluation import Estimate, estimate, evaluate
 from jmeta.learners import Learner, TaskOutput, fomaml, maml

@@ -463,12 +463,13 @@ register_task_family(
 )
 
 
-def _episodic_optional(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The episodic family's optional keys: the data options, and every option of the data set's loader."""
+def episode_optional_keys(dataset: str) -> dict[str, Any]:
+    """The optional keys of episodes from the registered data set ``dataset``: the data options, and every
+    option of the data set's loader (its ``seed`` as ``split_seed``)."""
     from jmeta.data.registry import entry
 
     renamed = {"seed": "split_seed"}
-    loader = {renamed.get(option, option): ABSENT for option in entry(config.task).options if option != "val_fraction"}
+    loader = {renamed.get(option, option): ABSENT for option in entry(dataset).options if option != "val_fraction"}
     return {**loader, **EPISODE_OPTIONAL}
 
 
@@ -517,7 +518,7 @@ EPISODIC = Component(
         **TASK_FAMILIES.schema,
         **CLASSIFICATION,
         "keys": EPISODE_KEYS,
-        "optional_keys": _episodic_optional,
+        "optional_keys": lambda config: episode_optional_keys(config.task),
         "outputs": lambda config: config.ways,
     },
 )

@@ -11,7 +11,7 @@ from jmeta.cli import main
 OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
 LEARNERS = [
     "maml", "fomaml", "mamlpp", "metasgd", "anil", "reptile", "protonet", "imaml", "boil", "metaoptnet_r2d2",
-    "metaoptnet_svm",
+    "metaoptnet_svm", "matchingnet", "relationnet", "baselinepp",
 ]  # fmt: skip
 
 

@@ -15,7 +15,8 @@ Both feed :func:`multitask` a :class:`GroupBatch`; the first is the second with 
 Test: the trunk is frozen (``test_trunk``: the same parameters, e.g. with BatchNorm's running averages).
 For a new few-shot task a fresh linear head (zeros) is fitted to the trunk's features of the support set
 by ``head_steps`` steps of full-batch gradient descent on the mean cross-entropy plus ``head_l2 / 2`` times
-the squared norm of the head's weights: L2-regularised multinomial logistic regression, scikit-learn's
+the squared norm of the head's weights (``jmeta.learners.baseline.fit_head``, the head fitting of the
+Baseline learners too): L2-regularised multinomial logistic regression, scikit-learn's
 ``LogisticRegression(C=1 / (head_l2 * support points))``. Its first step from zeros already points each
 class's weights along its mean feature vector minus the overall mean. The query set is scored by trunk and
 head.
@@ -62,21 +63,16 @@ from jmeta.data import load
 from jmeta.data.dataset import ClassArrays, ClassDataset
 from jmeta.evaluation import estimate, per_task_metrics
 from jmeta.learners.base import Learner, TaskOutput, call_apply, query_metrics, steps_or_default
+from jmeta.learners.baseline import Head, fit_head, head_logits, init_head, normalize
 from jmeta.learners.maml import maml
 from jmeta.models.conv4 import Conv4
 from jmeta.models.ports import SharedTrunk002
 from jmeta.nn import Model, PyTree, check_model, from_linen
 from jmeta.systems.common import comparison, few_shot_protocol, paired_gain, report
+from jmeta.tasks.class_batches import draw_examples
 from jmeta.tasks.episodes import make_episode_sampler
 from jmeta.tasks.task import Task
 from jmeta.validation import one_of, positive_float, positive_int
-
-
-class Head(NamedTuple):
-    """A linear classifier ``features @ kernel + bias``; a stack of heads has a leading head axis."""
-
-    kernel: jax.Array  # (..., features, classes)
-    bias: jax.Array  # (..., classes)
 
 
 class MultitaskParams(NamedTuple):
@@ -211,10 +207,7 @@ def multitask(
                 f"trunk must return features of shape (points, features); got shape {features.shape}. Flatten "
                 "or pool its output, or use a trunk without a classifier head (e.g. SharedTrunk002())."
             )
-        if scale is not None:
-            # rsqrt(|f|^2 + eps) rather than 1 / |f|: finite gradients for an all-zero (dead ReLU) feature vector
-            features = scale * features * jax.lax.rsqrt(jnp.sum(features**2, -1, keepdims=True) + 1e-12)
-        return features, new_state
+        return features if scale is None else scale * normalize(features), new_state
 
     def init(key: jax.Array) -> MultitaskState:
         trunk_params, model_state = trunk.init(key)
@@ -247,28 +240,20 @@ def multitask(
         check_group_batch(batch, num_heads)
         return compiled_step(state, batch)
 
-    def fit_head(
+    def fit_head_to(
         trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None
     ) -> Head:
         features, _ = features_of(trunk_params, model_state, x, test_trunk, test_feature_scale)
-        targets = jax.nn.one_hot(y, ways)
-
-        def gradient_step(head: Head, _: None) -> tuple[Head, None]:
-            probabilities = jax.nn.softmax(features @ head.kernel + head.bias)
-            error = (probabilities - targets) / features.shape[0]  # d(mean cross-entropy) / d(logits)
-            kernel_gradient = features.T @ error + head_l2 * head.kernel
-            return Head(head.kernel - head_lr * kernel_gradient, head.bias - head_lr * error.sum(0)), None
-
-        zero = Head(jnp.zeros((features.shape[-1], ways), features.dtype), jnp.zeros((ways,), features.dtype))
-        head, _ = jax.lax.scan(gradient_step, zero, length=steps_or_default(steps, default_head_steps))
-        return head
+        zero = init_head(None, features.shape[-1], ways, cosine=False)
+        return fit_head(features, y, zero, steps=steps_or_default(steps, default_head_steps),
+                        optimizer=optax.sgd(head_lr), l2=head_l2)
 
     def predict(trunk_params: PyTree, model_state: PyTree, head: Head, x: jax.Array) -> jax.Array:
         features, _ = features_of(trunk_params, model_state, x, test_trunk, test_feature_scale)
-        return features @ head.kernel + head.bias
+        return head_logits(head, features)
 
     def adapt(trunk_params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, steps: int | None = None) -> Any:
-        return Adapted(trunk_params, fit_head(trunk_params, model_state, x, y, steps))
+        return Adapted(trunk_params, fit_head_to(trunk_params, model_state, x, y, steps))
 
     def learner_predict(adapted: Adapted, model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
         return predict(adapted.trunk, model_state, adapted.head, x), model_state
@@ -284,11 +269,11 @@ def multitask(
     def network_init(key: jax.Array) -> tuple[tuple[PyTree, Head], PyTree]:
         trunk_params, model_state = trunk.init(key)
         features = jax.eval_shape(features_of, trunk_params, model_state, example_x)[0].shape[-1]
-        return (trunk_params, Head(jnp.zeros((features, ways)), jnp.zeros((ways,)))), model_state
+        return (trunk_params, init_head(None, features, ways, cosine=False)), model_state
 
     def network_apply(params: tuple[PyTree, Head], model_state: PyTree, x: jax.Array) -> tuple[jax.Array, PyTree]:
         features, new_state = features_of(params[0], model_state, x)
-        return features @ params[1].kernel + params[1].bias, new_state
+        return head_logits(params[1], features), new_state
 
     learner = Learner(init=trunk.init, adapt=adapt, predict=learner_predict, task_loss=task_loss)
     scratch = maml(
@@ -299,7 +284,7 @@ def multitask(
         remat=True,  # keeps the loop of scratch_steps rolled: one step compiled, not scratch_steps
         metrics={"accuracy": losses.accuracy},
     )
-    return Multitask(init=init, step=step, fit_head=fit_head, predict=predict, learner=learner, scratch=scratch)
+    return Multitask(init=init, step=step, fit_head=fit_head_to, predict=predict, learner=learner, scratch=scratch)
 
 
 def check_group_batch(batch: GroupBatch, num_heads: int) -> None:
@@ -448,10 +433,8 @@ def make_example_sampler(dataset: ClassDataset) -> ExampleSampler:
 
 @functools.partial(jax.jit, static_argnames="points")
 def _sample_examples(sampler: ExampleSampler, key: jax.Array, points: int) -> GroupBatch:
-    picks = jax.random.randint(key, (points,), 0, sampler.labels.shape[0])
-    x = sampler.images[picks]
-    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(jnp.float32)
-    return GroupBatch(jnp.zeros((1,), jnp.int32), x[None], sampler.labels[picks][None])
+    x, y = draw_examples(sampler.images, sampler.labels, key, (1, points))
+    return GroupBatch(jnp.zeros((1,), jnp.int32), x, y)
 
 
 # ---------------------------------------------------------------------------------------------------------
