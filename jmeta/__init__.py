@@ -51,6 +51,7 @@ __all__ = [
     "meta_trainer",
     "models",
     "parallel",
+    "pretraining",
     "register_dataset",
     "register_learner",
     "register_model",

@@ -462,4 +462,6 @@ def _builder(cosine: bool, finetune: bool) -> Callable[[Any, Model, Any], tuple[
 
 
 for _name, _cosine, _finetune in (("baseline", False, False), ("baseline++", True, False), ("finetune", False, True)):
-    register_learner(_name, _builder(_cosine, _finetune), keys=("num_classes", "inner_steps"), embedding=True, any_ways=True)
+    register_learner(
+        _name, _builder(_cosine, _finetune), keys=("num_classes", "inner_steps"), embedding=True, any_ways=True
+    )
