@@ -515,7 +515,7 @@ def test_a_data_set_registered_by_name_loads_and_trains_as_task_name(tmp_path):
     family = build(config).family
     assert family.sample_test(jax.random.key(0), 3).query_x.shape == (3, 2, 8, 8, 1)
     with pytest.raises(ValueError, match="a data set named 'shapes' is already registered .*pass replace=True"):
-        jmeta.data.register_dataset("shapes", load_shapes)
+        jmeta.data.register_dataset("shapes", lambda data_dir: load_shapes(data_dir))  # another loader, same name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -535,7 +535,7 @@ def test_omniglot_background_split_in_a_config_needs_val_fraction_or_no_validati
     assert episodic_family(config).sample_val is None  # no validation: nothing to sample
     config.val_every, config.val_fraction = 1000, 0.34
     with pytest.raises(
-        ValueError, match=r"number of classes in omniglot's val split \(split='background'\) \(1\); got ways=2"
+        ValueError, match=r"number of classes in omniglot's val split \(split='background'\) \(1\); got eval_ways=2"
     ):
         episodic_family(config)  # one of the three background characters carved for validation, not rotated
     config.eval_ways = 1
