@@ -716,10 +716,10 @@ def reptile_learner(config: ml_collections.ConfigDict, model: Model, family: Tas
     return learner, learners.reptile_meta_optimizer(config.meta_lr, schedule_horizon(config))
 
 
-@register_learner("protonet", embedding=True, any_ways=True)
+@register_learner("protonet", keys=("ways",), embedding=True, any_ways=True)
 def protonet_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
-    """Prototypical Networks; ``ways`` (training) may exceed ``eval_ways``."""
-    ways = max(config.ways, config.eval_ways)
+    """Prototypical Networks; ``ways`` (training) may exceed ``eval_ways`` (absent: ``ways``)."""
+    ways = max(config.ways, config.get("eval_ways", config.ways))
     return learners.protonet(model, ways, family.loss, metrics=family.metrics), optax.adam(config.meta_lr)
 
 

@@ -294,3 +294,60 @@ def test_inner_optimizer_names_any_optax_optimiser_with_a_schedule(mlp_model):
     )
     with pytest.raises(ValueError, match=r"inner_optimizer must name an optax function.*got 'adma' \(did you mean"):
         build(load_config(SINUSOID, ['inner_optimizer={"name": "adma", "learning_rate": 0.1}']))
+
+
+def blob_tasks(key, num_tasks, *, ways, shots, queries):
+    """Classes of points around a mean ~ N(0, 9 I) per class and task, labels 0..ways-1."""
+    means = 3 * jax.random.normal(key, (num_tasks, ways, 1, 2))
+
+    def points(k, n):
+        x = (means + jax.random.normal(k, (num_tasks, ways, n, 2))).reshape(num_tasks, ways * n, 2)
+        return x, jax.numpy.broadcast_to(jax.numpy.repeat(jax.numpy.arange(ways), n), (num_tasks, ways * n))
+
+    return jmeta.Task(*points(jax.random.fold_in(key, 1), shots), *points(jax.random.fold_in(key, 2), queries))
+
+
+def register_blobs(name, keys):
+    """A user's classification family reading ``keys`` (no ``eval_ways``), 4 ways unless the config says."""
+
+    def family(config):
+        sampler = jmeta.sampler(blob_tasks, ways=config.get("ways", 4), shots=2, queries=3)
+        return jmeta.experiment.TaskFamily(sampler, sampler, sampler, jax.numpy.zeros((1, 2)))
+
+    jmeta.register_task_family(
+        name,
+        family,
+        keys=keys,
+        loss=jmeta.losses.cross_entropy,
+        metrics={"accuracy": jmeta.losses.accuracy},
+        labels="classes",
+        outputs=lambda config: config.get("ways", 4),
+        replace=True,
+    )
+
+
+def test_protonet_builds_for_a_users_family_without_eval_ways_and_names_a_missing_ways():
+    register_blobs("blobs-ways", ("ways",))
+    config = load_config(SINUSOID, ["hidden=(8,)", "init_std=None"])
+    for key in (
+        "inner_lr",
+        "inner_steps",
+        "inner_optimizer",
+        "outputs",
+        "shots",
+        "queries",
+        "eval_shots",
+        "eval_queries",
+    ):
+        del config[key]
+    config.task, config.learner, config.ways, config.val_metric = "blobs-ways", "protonet", 3, "accuracy"
+    experiment = build(config)
+    params, state = experiment.learner.init(jax.random.key(0))
+    task = jax.tree.map(lambda a: a[0], blob_tasks(jax.random.key(1), 1, ways=3, shots=2, queries=3))
+    prototypes = experiment.learner.adapt(params, state, task.support_x, task.support_y)
+    assert prototypes.prototypes.shape == (3, 8)  # (ways, embedding width): sized by the config's ways
+    register_blobs("blobs-fixed", ())
+    config.task = "blobs-fixed"
+    del config["ways"]
+    with pytest.raises(ValueError, match=r"missing key 'ways' \(read by learner 'protonet'\)"):
+        build(config)
