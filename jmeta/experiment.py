@@ -36,7 +36,7 @@ from jmeta.evaluation import BATCH_NORM_MODES
 from jmeta.learners import Learner
 from jmeta.learners.base import LossFn
 from jmeta.models import MLP, Conv4
-from jmeta.nn import Model, from_linen, with_compute_dtype
+from jmeta.nn import Model, check_model_outputs, from_linen, with_compute_dtype
 from jmeta.registry import (
     LEARNERS,
     MODELS,
@@ -406,7 +406,13 @@ def build_learner(
     outputs = None if parts.learner.properties["embedding"] else parts.task.properties["outputs"](config)
     model_input = parts.learner.properties["model_input"]
     example = family.example_input if model_input is None else model_input(config, family.example_input)
+    why = (
+        f"learner {config.learner!r} declares embedding=True: return the embedding, without a head"
+        if outputs is None
+        else f"the outputs task family {config.task!r} declares"
+    )
     model = parts.model.builder(config, example, outputs)
+    check_model_outputs(model, example, outputs, f"model {config.model!r} built with outputs={outputs} ({why})")
     model = with_compute_dtype(model, config.get("compute_dtype", "float32"))
     return parts.learner.builder(config, model, family)
 

@@ -351,3 +351,48 @@ def test_protonet_builds_for_a_users_family_without_eval_ways_and_names_a_missin
     del config["ways"]
     with pytest.raises(ValueError, match=r"missing key 'ways' \(read by learner 'protonet'\)"):
         build(config)
+
+
+@pytest.mark.parametrize(
+    "learner, head, message",
+    [
+        (
+            "protonet",
+            "always",
+            r"model 'head-mistakes' built with outputs=None \(learner 'protonet' declares embedding=True: return the "
+            r"embedding, without a head\) fails on an example input of shape \(1, 2\): TypeError",
+        ),
+        (
+            "maml",
+            "seven",
+            r"model 'head-mistakes' built with outputs=4 \(the outputs task family 'blobs-ways' declares\) returns "
+            r"predictions of shape \(1, 7\) for an example input of shape \(1, 2\); they must have shape \(1, 4\)",
+        ),
+    ],
+)
+def test_a_model_builder_that_ignores_its_outputs_is_named_before_the_workdir_is_touched(
+    tmp_path, capsys, learner, head, message
+):
+    from flax import linen
+
+    from jmeta.cli import main
+
+    def builder(config, example_input, outputs):
+        last = {"always": outputs, "seven": 7}[head]
+        return jmeta.from_linen(linen.Sequential([linen.Dense(8), linen.relu, linen.Dense(last)]), example_input)
+
+    jmeta.register_model("head-mistakes", builder, replace=True)
+    register_blobs("blobs-ways", ("ways",))
+    path = tmp_path / "c.py"
+    path.write_text(
+        f"from jmeta.experiment import load_config\n\ndef get_config():\n    c = load_config({SINUSOID!r})\n"
+        "    for key in ('outputs', 'hidden', 'init_std', 'shots', 'queries', 'eval_shots', 'eval_queries'):\n"
+        "        del c[key]\n"
+        f"    c.task, c.model, c.learner, c.val_metric = 'blobs-ways', 'head-mistakes', {learner!r}, 'accuracy'\n"
+        f"    if c.learner == 'protonet':\n        del c.inner_lr, c.inner_steps, c.inner_optimizer\n    c.ways = 4\n"
+        "    return c\n"
+    )
+    workdir = tmp_path / "run"
+    assert main(["train", str(path), "--workdir", str(workdir), "steps=2"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not workdir.exists()
