@@ -34,7 +34,7 @@ import optax
 from jmeta import learners, losses
 from jmeta.evaluation import BATCH_NORM_MODES
 from jmeta.learners import Learner
-from jmeta.learners.base import LossFn
+from jmeta.learners.base import LossFn, check_task_metrics
 from jmeta.models import MLP, Conv4
 from jmeta.nn import Model, check_model_outputs, from_linen, with_compute_dtype
 from jmeta.registry import (
@@ -294,7 +294,8 @@ def _declared(component: Component, name: str, config: ml_collections.ConfigDict
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
-    """Validates ``config`` and builds the experiment it describes (nothing is traced or compiled)."""
+    """Validates ``config`` and builds the experiment it describes (nothing is compiled; the model and the
+    learner's ``task_loss`` are traced abstractly, ``jax.eval_shape``, to check what they return)."""
     parts = check_config(config)
     family = parts.task.builder(config)
     if not isinstance(family, TaskFamily):
@@ -307,7 +308,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         if sampler is not None:
             check_sampler(sampler, f"task family {config.task!r}'s {field}")
     family = family._replace(loss=parts.task.properties["loss"], metrics=dict(parts.task.properties["metrics"]))
-    return Experiment(family, *build_learner(config, family, parts))
+    learner, meta_optimizer = build_learner(config, family, parts)
+    sampler = family.sample_train or family.sample_test
+    check_task_metrics(learner, sampler, {config.val_metric: "val_metric"}, f"learner {config.learner!r}")
+    return Experiment(family, learner, meta_optimizer)
 
 
 def check_config(config: ml_collections.ConfigDict) -> Components:

@@ -396,3 +396,41 @@ def test_a_model_builder_that_ignores_its_outputs_is_named_before_the_workdir_is
     assert main(["train", str(path), "--workdir", str(workdir), "steps=2"]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "metrics, val_metric, message",
+    [
+        (("mse",), "loss", r"returns the metrics \['mse'\]; they must hold 'loss' \(the query loss\)\.$"),
+        (("loss",), "accuracy", r"\['loss'\]; they must hold 'loss' \(the query loss\) and 'accuracy' \(val_metric\)"),
+    ],
+)
+def test_a_learner_whose_metrics_lack_loss_or_val_metric_is_named_before_the_workdir_is_touched(
+    tmp_path, capsys, metrics, val_metric, message
+):
+    import optax
+
+    from jmeta.cli import main
+
+    def builder(config, model, family):
+        def task_loss(params, state, task, steps=None):
+            predictions, state = model.apply(params, state, task.query_x)
+            loss = family.loss(predictions, task.query_y)
+            return loss, jmeta.learners.toolkit.TaskOutput(dict.fromkeys(metrics, loss), state)
+
+        learner = jmeta.Learner(model.init, lambda p, s, x, y, steps=None: p, model.apply, task_loss, False)
+        return learner, optax.adam(config.meta_lr)
+
+    jmeta.register_learner("forgetful", builder, replace=True)
+    register_blobs("blobs-ways", ("ways",))
+    path = tmp_path / "c.py"
+    path.write_text(
+        f"from jmeta.experiment import load_config\n\ndef get_config():\n    c = load_config({SINUSOID!r})\n"
+        "    for key in ('outputs', 'shots', 'queries', 'eval_shots', 'eval_queries', 'inner_lr', 'inner_steps',\n"
+        "                'inner_optimizer'):\n        del c[key]\n"
+        f"    c.task, c.learner, c.ways, c.val_metric = 'blobs-ways', 'forgetful', 4, {val_metric!r}\n    return c\n"
+    )
+    workdir = tmp_path / "run"
+    assert main(["train", str(path), "--workdir", str(workdir)]) == 2
+    assert re.search(rf"error: the task_loss of learner 'forgetful' .*{message}", capsys.readouterr().err.strip())
+    assert not workdir.exists()
