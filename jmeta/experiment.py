@@ -20,6 +20,7 @@ import ast
 import functools
 import importlib
 import importlib.util
+import inspect
 import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -665,7 +666,19 @@ def _optax_call(spec: dict[str, Any], field: str, where: str) -> Any:
     try:
         return function(**arguments)
     except TypeError as error:
-        raise ValueError(f"{where}: optax.{name}({arguments}) failed: {error}") from error
+        raise ValueError(
+            f"{where}: optax.{name}({arguments}) failed: {error}{_takes(function, name, spec)}."
+        ) from error
+
+
+def _takes(function: Callable[..., Any], name: str, given: Mapping[str, Any]) -> str:
+    """'; optax.NAME takes ARGUMENTS' (with the nearest names to an unknown one given), or '' without a signature."""
+    try:
+        parameters = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ""
+    unknown = [key for key in given if key not in parameters]
+    return f"; optax.{name} takes {', '.join(parameters)}{nearest(unknown[0], parameters) if unknown else ''}"
 
 
 def maml_learner(

@@ -294,6 +294,8 @@ def test_inner_optimizer_names_any_optax_optimiser_with_a_schedule(mlp_model):
     )
     with pytest.raises(ValueError, match=r"inner_optimizer must name an optax function.*got 'adma' \(did you mean"):
         build(load_config(SINUSOID, ['inner_optimizer={"name": "adma", "learning_rate": 0.1}']))
+    with pytest.raises(ValueError, match=r"unexpected keyword argument 'lr'; optax.adam takes learning_rate, b1, b2"):
+        build(load_config(SINUSOID, ['inner_optimizer={"name": "adam", "lr": 0.1}']))
 
 
 def blob_tasks(key, num_tasks, *, ways, shots, queries):
