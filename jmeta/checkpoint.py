@@ -221,14 +221,14 @@ class Checkpoints:
 
     def _restore_step(self, name: str, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
         manager = getattr(self, name)
-        try:
-            with _quiet_absl(True, logging.CRITICAL):  # Orbax logs each unreadable file before raising
+        with _quiet_absl(True, logging.CRITICAL), _quiet_closed_loop():  # Orbax logs each unreadable file
+            try:
                 return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except Exception:
-            # A failed restore leaves the manager unusable, so it is opened again.
-            manager.close()
-            setattr(self, name, self._open(name))
-            raise
+            except Exception:
+                # A failed restore leaves the manager unusable, so it is opened again.
+                manager.close()
+                setattr(self, name, self._open(name))
+                raise
 
     def _report(self, damaged: dict[tuple[str, int], str], used: str) -> None:
         """One warning line; unless read-only, sets the damaged checkpoints aside first (process 0 renames,
@@ -317,6 +317,25 @@ def _quiet_absl(quiet: bool, level: int = logging.ERROR) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop() -> Iterator[None]:
+    """Inside the block, drops the "Event loop is closed" RuntimeErrors that TensorStore reports as unraisable
+    (one traceback per array still being read) when Orbax's restore fails on a damaged file and closes its
+    event loop; every other unraisable exception goes to the previous ``sys.unraisablehook``."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _processes(name: str) -> dict[str, Any]:
