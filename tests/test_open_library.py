@@ -436,3 +436,8 @@ def test_a_learner_whose_metrics_lack_loss_or_val_metric_is_named_before_the_wor
     assert main(["train", str(path), "--workdir", str(workdir)]) == 2
     assert re.search(rf"error: the task_loss of learner 'forgetful' .*{message}", capsys.readouterr().err.strip())
     assert not workdir.exists()
+
+
+def test_registering_a_taken_name_names_the_function_that_holds_it():
+    with pytest.raises(ValueError, match=r"a learner named 'maml' is already registered \(to jmeta.experiment.maml_l"):
+        jmeta.register_learner("maml", lambda config, model, family: None)
