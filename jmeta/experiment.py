@@ -234,9 +234,10 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
     if key not in config:
+        elsewhere = _components_reading(key)
+        why = f" (read by {', '.join(elsewhere)}, not by this config's)" if elsewhere else nearest(key, config)
         raise ValueError(
-            f"unknown config key {key!r} in override {override!r}{nearest(key, config)}; known keys: "
-            f"{', '.join(sorted(config))}."
+            f"unknown config key {key!r} in override {override!r}{why}; known keys: {', '.join(sorted(config))}."
         )
     try:
         value = ast.literal_eval(text)
@@ -356,14 +357,15 @@ def _reader(key: str, parts: Components, config: ml_collections.ConfigDict) -> s
 
 
 def _components_reading(key: str) -> list[str]:
-    """The registered components (other than data sets) that declare ``key`` as a constant."""
+    """The registered components (other than data sets) that declare ``key`` as a constant (the first three,
+    then ``"..."`` if there are more)."""
     found = []
     for registry in (LEARNERS, MODELS, TASK_FAMILIES):
         for name, component in registry.items():
             declared = [component.properties.get(p) for p in ("keys", "optional_keys")]
             if any(not callable(d) and key in (d or ()) for d in declared):
                 found.append(f"{component.kind} {name!r}")
-    return found[:3]
+    return found[:3] + (["..."] if len(found) > 3 else [])
 
 
 def _check_values(config: ml_collections.ConfigDict, parts: Components) -> None:

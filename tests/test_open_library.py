@@ -441,3 +441,17 @@ def test_a_learner_whose_metrics_lack_loss_or_val_metric_is_named_before_the_wor
 def test_registering_a_taken_name_names_the_function_that_holds_it():
     with pytest.raises(ValueError, match=r"a learner named 'maml' is already registered \(to jmeta.experiment.maml_l"):
         jmeta.register_learner("maml", lambda config, model, family: None)
+
+
+def test_an_override_of_a_key_only_another_component_reads_names_those_that_read_it():
+    with pytest.raises(
+        ValueError, match=r"unknown config key 'lam' in override 'lam=1.0' \(read by learner 'imaml', no"
+    ):
+        load_config(SINUSOID, ["lam=1.0"])
+    config = load_config(SINUSOID)
+    config.learner = "protonet"
+    del config.inner_lr, config.inner_steps, config.outputs
+    with pytest.raises(
+        ValueError, match=r"'inner_optimizer' is read by learner 'maml', learner '\w+', learner '\w+', \.\.\. but"
+    ):
+        jmeta.experiment.check_config(config)
