@@ -105,6 +105,7 @@ class Checkpoints:
         }
         self._directory = directory
         self.latest, self.best = self._open("latest"), self._open("best")
+        self.restored_from: Path | None = None  # the checkpoint folder the last restore or resume read
 
     def _open(self, name: str) -> ocp.CheckpointManager:
         with _quiet_absl(self._options[name].read_only):  # Orbax warns that a read-only directory is read-only
@@ -215,6 +216,7 @@ class Checkpoints:
                 f"no intact checkpoint in {self._directory} ({failures}); nothing was moved. {hint}"
             )
         name, step, item = found
+        self.restored_from = self._directory / name / str(step)
         if damaged:
             self._report(damaged, f"{name}/{step}")
         return item["state"], jax.random.wrap_key_data(item["sampler_key"])

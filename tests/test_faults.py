@@ -193,6 +193,7 @@ def test_a_checkpoint_whose_data_files_are_cut_short_is_set_aside_without_traceb
     assert _train(workdir) == 0
     lines = _error_lines(capsys.readouterr().err)
     assert [line for line in lines if "warning" in line and "latest/100 -> latest/100.damaged-1" in line], lines
+    assert f"resuming from step 100 ({workdir / 'checkpoints' / 'best' / '100'})" in lines, lines  # not latest/
     assert not any("Traceback" in line for line in lines), lines
     assert [repr(u.exc_value) for u in unraisable] == []
     assert _metrics(workdir) == _metrics(reference)
