@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import signal
 import sys
@@ -223,14 +224,15 @@ class Checkpoints:
 
     def _restore_step(self, name: str, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
         manager = getattr(self, name)
-        with _quiet_absl(True, logging.CRITICAL), _quiet_closed_loop():  # Orbax logs each unreadable file
-            try:
+        try:
+            with _quiet_absl(True, logging.CRITICAL):  # Orbax logs each unreadable file before raising
                 return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            except Exception:
-                # A failed restore leaves the manager unusable, so it is opened again.
-                manager.close()
-                setattr(self, name, self._open(name))
-                raise
+        except Exception:
+            _drop_abandoned_reads()  # installed before the reads still under way end
+            # A failed restore leaves the manager unusable, so it is opened again.
+            manager.close()
+            setattr(self, name, self._open(name))
+            raise
 
     def _report(self, damaged: dict[tuple[str, int], str], used: str) -> None:
         """One warning line; unless read-only, sets the damaged checkpoints aside first (process 0 renames,
@@ -321,23 +323,25 @@ def _quiet_absl(quiet: bool, level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-@contextlib.contextmanager
-def _quiet_closed_loop() -> Iterator[None]:
-    """Inside the block, drops the "Event loop is closed" RuntimeErrors that TensorStore reports as unraisable
-    (one traceback per array still being read) when Orbax's restore fails on a damaged file and closes its
-    event loop; every other unraisable exception goes to the previous ``sys.unraisablehook``."""
+def _drop_abandoned_reads() -> None:
+    """From now on (installed once, after a restore failed), drops what the failed restore's reads still under
+    way report as unraisable, one traceback each, when they end: the "Event loop is closed" RuntimeErrors of
+    TensorStore's callbacks once Orbax has closed its event loop, and the errors of Orbax's read coroutines
+    (``_read_array_index_and_device_put``) when they are finalised, which may be long after the restore. Every
+    other unraisable exception goes to the previous ``sys.unraisablehook``."""
     previous = sys.unraisablehook
+    if getattr(previous, "_jmeta_drops_abandoned_reads", False):
+        return
 
     def hook(unraisable: Any) -> None:
-        value = unraisable.exc_value
-        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+        value, source = unraisable.exc_value, unraisable.object
+        closed_loop = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+        read = inspect.iscoroutine(source) and source.__name__ == "_read_array_index_and_device_put"
+        if not (closed_loop or read):
             previous(unraisable)
 
+    hook._jmeta_drops_abandoned_reads = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        sys.unraisablehook = previous
 
 
 def _processes(name: str) -> dict[str, Any]:
