@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import signal
 import sys
@@ -105,6 +106,7 @@ class Checkpoints:
         }
         self._directory = directory
         self.latest, self.best = self._open("latest"), self._open("best")
+        self.restored_from: Path | None = None  # the checkpoint folder the last restore or resume read
 
     def _open(self, name: str) -> ocp.CheckpointManager:
         with _quiet_absl(self._options[name].read_only):  # Orbax warns that a read-only directory is read-only
@@ -215,6 +217,7 @@ class Checkpoints:
                 f"no intact checkpoint in {self._directory} ({failures}); nothing was moved. {hint}"
             )
         name, step, item = found
+        self.restored_from = self._directory / name / str(step)
         if damaged:
             self._report(damaged, f"{name}/{step}")
         return item["state"], jax.random.wrap_key_data(item["sampler_key"])
@@ -225,6 +228,7 @@ class Checkpoints:
             with _quiet_absl(True, logging.CRITICAL):  # Orbax logs each unreadable file before raising
                 return manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception:
+            _drop_abandoned_reads()  # installed before the reads still under way end
             # A failed restore leaves the manager unusable, so it is opened again.
             manager.close()
             setattr(self, name, self._open(name))
@@ -317,6 +321,27 @@ def _quiet_absl(quiet: bool, level: int = logging.ERROR) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+def _drop_abandoned_reads() -> None:
+    """From now on (installed once, after a restore failed), drops what the failed restore's reads still under
+    way report as unraisable, one traceback each, when they end: the "Event loop is closed" RuntimeErrors of
+    TensorStore's callbacks once Orbax has closed its event loop, and the errors of Orbax's read coroutines
+    (``_read_array_index_and_device_put``) when they are finalised, which may be long after the restore. Every
+    other unraisable exception goes to the previous ``sys.unraisablehook``."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jmeta_drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        value, source = unraisable.exc_value, unraisable.object
+        closed_loop = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+        read = inspect.iscoroutine(source) and source.__name__ == "_read_array_index_and_device_put"
+        if not (closed_loop or read):
+            previous(unraisable)
+
+    hook._jmeta_drops_abandoned_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def _processes(name: str) -> dict[str, Any]:

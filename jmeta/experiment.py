@@ -20,6 +20,7 @@ import ast
 import functools
 import importlib
 import importlib.util
+import inspect
 import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -34,9 +35,9 @@ import optax
 from jmeta import learners, losses
 from jmeta.evaluation import BATCH_NORM_MODES
 from jmeta.learners import Learner
-from jmeta.learners.base import LossFn
+from jmeta.learners.base import LossFn, check_task_metrics
 from jmeta.models import MLP, Conv4
-from jmeta.nn import Model, from_linen, with_compute_dtype
+from jmeta.nn import Model, check_model_outputs, from_linen, with_compute_dtype
 from jmeta.registry import (
     LEARNERS,
     MODELS,
@@ -233,9 +234,10 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
     if key not in config:
+        elsewhere = _components_reading(key)
+        why = f" (read by {', '.join(elsewhere)}, not by this config's)" if elsewhere else nearest(key, config)
         raise ValueError(
-            f"unknown config key {key!r} in override {override!r}{nearest(key, config)}; known keys: "
-            f"{', '.join(sorted(config))}."
+            f"unknown config key {key!r} in override {override!r}{why}; known keys: {', '.join(sorted(config))}."
         )
     try:
         value = ast.literal_eval(text)
@@ -294,7 +296,8 @@ def _declared(component: Component, name: str, config: ml_collections.ConfigDict
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
-    """Validates ``config`` and builds the experiment it describes (nothing is traced or compiled)."""
+    """Validates ``config`` and builds the experiment it describes (nothing is compiled; the model and the
+    learner's ``task_loss`` are traced abstractly, ``jax.eval_shape``, to check what they return)."""
     parts = check_config(config)
     family = parts.task.builder(config)
     if not isinstance(family, TaskFamily):
@@ -307,7 +310,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         if sampler is not None:
             check_sampler(sampler, f"task family {config.task!r}'s {field}")
     family = family._replace(loss=parts.task.properties["loss"], metrics=dict(parts.task.properties["metrics"]))
-    return Experiment(family, *build_learner(config, family, parts))
+    learner, meta_optimizer = build_learner(config, family, parts)
+    sampler = family.sample_train or family.sample_test
+    check_task_metrics(learner, sampler, {config.val_metric: "val_metric"}, f"learner {config.learner!r}")
+    return Experiment(family, learner, meta_optimizer)
 
 
 def check_config(config: ml_collections.ConfigDict) -> Components:
@@ -351,14 +357,15 @@ def _reader(key: str, parts: Components, config: ml_collections.ConfigDict) -> s
 
 
 def _components_reading(key: str) -> list[str]:
-    """The registered components (other than data sets) that declare ``key`` as a constant."""
+    """The registered components (other than data sets) that declare ``key`` as a constant (the first three,
+    then ``"..."`` if there are more)."""
     found = []
     for registry in (LEARNERS, MODELS, TASK_FAMILIES):
         for name, component in registry.items():
             declared = [component.properties.get(p) for p in ("keys", "optional_keys")]
             if any(not callable(d) and key in (d or ()) for d in declared):
                 found.append(f"{component.kind} {name!r}")
-    return found[:3]
+    return found[:3] + (["..."] if len(found) > 3 else [])
 
 
 def _check_values(config: ml_collections.ConfigDict, parts: Components) -> None:
@@ -406,7 +413,13 @@ def build_learner(
     outputs = None if parts.learner.properties["embedding"] else parts.task.properties["outputs"](config)
     model_input = parts.learner.properties["model_input"]
     example = family.example_input if model_input is None else model_input(config, family.example_input)
+    why = (
+        f"learner {config.learner!r} declares embedding=True: return the embedding, without a head"
+        if outputs is None
+        else f"the outputs task family {config.task!r} declares"
+    )
     model = parts.model.builder(config, example, outputs)
+    check_model_outputs(model, example, outputs, f"model {config.model!r} built with outputs={outputs} ({why})")
     model = with_compute_dtype(model, config.get("compute_dtype", "float32"))
     return parts.learner.builder(config, model, family)
 
@@ -656,7 +669,19 @@ def _optax_call(spec: dict[str, Any], field: str, where: str) -> Any:
     try:
         return function(**arguments)
     except TypeError as error:
-        raise ValueError(f"{where}: optax.{name}({arguments}) failed: {error}") from error
+        raise ValueError(
+            f"{where}: optax.{name}({arguments}) failed: {error}{_takes(function, name, spec)}."
+        ) from error
+
+
+def _takes(function: Callable[..., Any], name: str, given: Mapping[str, Any]) -> str:
+    """'; optax.NAME takes ARGUMENTS' (with the nearest names to an unknown one given), or '' without a signature."""
+    try:
+        parameters = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ""
+    unknown = [key for key in given if key not in parameters]
+    return f"; optax.{name} takes {', '.join(parameters)}{nearest(unknown[0], parameters) if unknown else ''}"
 
 
 def maml_learner(
@@ -717,10 +742,10 @@ def reptile_learner(config: ml_collections.ConfigDict, model: Model, family: Tas
     return learner, learners.reptile_meta_optimizer(config.meta_lr, schedule_horizon(config))
 
 
-@register_learner("protonet", embedding=True, any_ways=True)
+@register_learner("protonet", keys=("ways",), embedding=True, any_ways=True)
 def protonet_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
-    """Prototypical Networks; ``ways`` (training) may exceed ``eval_ways``."""
-    ways = max(config.ways, config.eval_ways)
+    """Prototypical Networks; ``ways`` (training) may exceed ``eval_ways`` (absent: ``ways``)."""
+    ways = max(config.ways, config.get("eval_ways", config.ways))
     return learners.protonet(model, ways, family.loss, metrics=family.metrics), optax.adam(config.meta_lr)
 
 

@@ -59,6 +59,38 @@ def check_model(model: Any, argument: str = "model") -> Model:
     return model
 
 
+def check_model_outputs(model: Any, example_x: jax.Array, outputs: int | None, argument: str) -> Model:
+    """Checks, by tracing only (``jax.eval_shape``: nothing is computed or compiled), that ``model`` is a
+    ``Model`` whose ``init`` and ``apply`` run on ``example_x`` (shape ``(points, ...)``) and, when
+    ``outputs`` is an int, return predictions of shape ``(points, ..., outputs)``; ``outputs=None`` (an embedding,
+    as for Prototypical Networks, Snell et al. 2017) allows any shape. ``argument`` names the model in the
+    errors, with why it got ``outputs``. Raises TypeError for a model that is not a ``Model``, ValueError
+    for one that fails on ``example_x`` or returns the wrong number of outputs. Returns ``model``.
+
+    Example::
+
+        >>> from flax import linen
+        >>> check_model_outputs(from_linen(linen.Dense(4), jnp.zeros((1, 2))), jnp.zeros((1, 2)), 3, "my model")
+        Traceback (most recent call last):
+        ValueError: my model returns predictions of shape (1, 4) for an example input of shape (1, 2); they must have shape (1, 3) (or (1, ..., 3)).
+    """  # noqa: E501
+    check_model(model, argument)
+    try:
+        params, state = jax.eval_shape(model.init, jax.random.key(0))
+        predictions, _ = jax.eval_shape(model.apply, params, state, example_x)
+    except Exception as error:
+        raise ValueError(
+            f"{argument} fails on an example input of shape {tuple(example_x.shape)}: {type(error).__name__}: {error}"
+        ) from error
+    shape, points = tuple(predictions.shape), example_x.shape[0]
+    if outputs is not None and (shape[:1] != (points,) or shape[-1:] != (outputs,)):
+        raise ValueError(
+            f"{argument} returns predictions of shape {shape} for an example input of shape "
+            f"{tuple(example_x.shape)}; they must have shape ({points}, {outputs}) (or ({points}, ..., {outputs}))."
+        )
+    return model
+
+
 def _check_signature(name: str, fn: Any, arguments: tuple[str, ...]) -> None:
     if not callable(fn):
         raise TypeError(f"{name} must be callable; got {type(fn).__name__}.")

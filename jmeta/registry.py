@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -161,6 +162,8 @@ def nearest(name: str, known: Any) -> str:
 
 
 def _label(builder: Callable[..., Any]) -> str:
+    """``module.qualname`` of a builder (of the function a ``functools.partial`` wraps)."""
+    builder = getattr(builder, "func", builder) if isinstance(builder, functools.partial) else builder
     return f"{getattr(builder, '__module__', '?')}.{getattr(builder, '__qualname__', type(builder).__name__)}"
 
 

@@ -322,7 +322,7 @@ def resume_or_init(trainer: MetaTrainer, checkpoints: Checkpoints, keys: RunKeys
     state, sampler_key = restored
     if not np.array_equal(jax.random.key_data(sampler_key), jax.random.key_data(keys.train)):
         raise ValueError("the checkpoint's sampler key does not match config.seed; use a new --workdir.")
-    print(f"resuming from step {int(state.step)} ({checkpoints.latest.directory})", file=sys.stderr)
+    print(f"resuming from step {int(state.step)} ({checkpoints.restored_from})", file=sys.stderr)
     return state
 
 

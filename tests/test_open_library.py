@@ -294,3 +294,164 @@ def test_inner_optimizer_names_any_optax_optimiser_with_a_schedule(mlp_model):
     )
     with pytest.raises(ValueError, match=r"inner_optimizer must name an optax function.*got 'adma' \(did you mean"):
         build(load_config(SINUSOID, ['inner_optimizer={"name": "adma", "learning_rate": 0.1}']))
+    with pytest.raises(ValueError, match=r"unexpected keyword argument 'lr'; optax.adam takes learning_rate, b1, b2"):
+        build(load_config(SINUSOID, ['inner_optimizer={"name": "adam", "lr": 0.1}']))
+
+
+def blob_tasks(key, num_tasks, *, ways, shots, queries):
+    """Classes of points around a mean ~ N(0, 9 I) per class and task, labels 0..ways-1."""
+    means = 3 * jax.random.normal(key, (num_tasks, ways, 1, 2))
+
+    def points(k, n):
+        x = (means + jax.random.normal(k, (num_tasks, ways, n, 2))).reshape(num_tasks, ways * n, 2)
+        return x, jax.numpy.broadcast_to(jax.numpy.repeat(jax.numpy.arange(ways), n), (num_tasks, ways * n))
+
+    return jmeta.Task(*points(jax.random.fold_in(key, 1), shots), *points(jax.random.fold_in(key, 2), queries))
+
+
+def register_blobs(name, keys):
+    """A user's classification family reading ``keys`` (no ``eval_ways``), 4 ways unless the config says."""
+
+    def family(config):
+        sampler = jmeta.sampler(blob_tasks, ways=config.get("ways", 4), shots=2, queries=3)
+        return jmeta.experiment.TaskFamily(sampler, sampler, sampler, jax.numpy.zeros((1, 2)))
+
+    jmeta.register_task_family(
+        name,
+        family,
+        keys=keys,
+        loss=jmeta.losses.cross_entropy,
+        metrics={"accuracy": jmeta.losses.accuracy},
+        labels="classes",
+        outputs=lambda config: config.get("ways", 4),
+        replace=True,
+    )
+
+
+def test_protonet_builds_for_a_users_family_without_eval_ways_and_names_a_missing_ways():
+    register_blobs("blobs-ways", ("ways",))
+    config = load_config(SINUSOID, ["hidden=(8,)", "init_std=None"])
+    for key in (
+        "inner_lr",
+        "inner_steps",
+        "inner_optimizer",
+        "outputs",
+        "shots",
+        "queries",
+        "eval_shots",
+        "eval_queries",
+    ):
+        del config[key]
+    config.task, config.learner, config.ways, config.val_metric = "blobs-ways", "protonet", 3, "accuracy"
+    experiment = build(config)
+    params, state = experiment.learner.init(jax.random.key(0))
+    task = jax.tree.map(lambda a: a[0], blob_tasks(jax.random.key(1), 1, ways=3, shots=2, queries=3))
+    prototypes = experiment.learner.adapt(params, state, task.support_x, task.support_y)
+    assert prototypes.prototypes.shape == (3, 8)  # (ways, embedding width): sized by the config's ways
+    register_blobs("blobs-fixed", ())
+    config.task = "blobs-fixed"
+    del config["ways"]
+    with pytest.raises(ValueError, match=r"missing key 'ways' \(read by learner 'protonet'\)"):
+        build(config)
+
+
+@pytest.mark.parametrize(
+    "learner, head, message",
+    [
+        (
+            "protonet",
+            "always",
+            r"model 'head-mistakes' built with outputs=None \(learner 'protonet' declares embedding=True: return the "
+            r"embedding, without a head\) fails on an example input of shape \(1, 2\): TypeError",
+        ),
+        (
+            "maml",
+            "seven",
+            r"model 'head-mistakes' built with outputs=4 \(the outputs task family 'blobs-ways' declares\) returns "
+            r"predictions of shape \(1, 7\) for an example input of shape \(1, 2\); they must have shape \(1, 4\)",
+        ),
+    ],
+)
+def test_a_model_builder_that_ignores_its_outputs_is_named_before_the_workdir_is_touched(
+    tmp_path, capsys, learner, head, message
+):
+    from flax import linen
+
+    from jmeta.cli import main
+
+    def builder(config, example_input, outputs):
+        last = {"always": outputs, "seven": 7}[head]
+        return jmeta.from_linen(linen.Sequential([linen.Dense(8), linen.relu, linen.Dense(last)]), example_input)
+
+    jmeta.register_model("head-mistakes", builder, replace=True)
+    register_blobs("blobs-ways", ("ways",))
+    path = tmp_path / "c.py"
+    path.write_text(
+        f"from jmeta.experiment import load_config\n\ndef get_config():\n    c = load_config({SINUSOID!r})\n"
+        "    for key in ('outputs', 'hidden', 'init_std', 'shots', 'queries', 'eval_shots', 'eval_queries'):\n"
+        "        del c[key]\n"
+        f"    c.task, c.model, c.learner, c.val_metric = 'blobs-ways', 'head-mistakes', {learner!r}, 'accuracy'\n"
+        f"    if c.learner == 'protonet':\n        del c.inner_lr, c.inner_steps, c.inner_optimizer\n    c.ways = 4\n"
+        "    return c\n"
+    )
+    workdir = tmp_path / "run"
+    assert main(["train", str(path), "--workdir", str(workdir), "steps=2"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    "metrics, val_metric, message",
+    [
+        (("mse",), "loss", r"returns the metrics \['mse'\]; they must hold 'loss' \(the query loss\)\.$"),
+        (("loss",), "accuracy", r"\['loss'\]; they must hold 'loss' \(the query loss\) and 'accuracy' \(val_metric\)"),
+    ],
+)
+def test_a_learner_whose_metrics_lack_loss_or_val_metric_is_named_before_the_workdir_is_touched(
+    tmp_path, capsys, metrics, val_metric, message
+):
+    import optax
+
+    from jmeta.cli import main
+
+    def builder(config, model, family):
+        def task_loss(params, state, task, steps=None):
+            predictions, state = model.apply(params, state, task.query_x)
+            loss = family.loss(predictions, task.query_y)
+            return loss, jmeta.learners.toolkit.TaskOutput(dict.fromkeys(metrics, loss), state)
+
+        learner = jmeta.Learner(model.init, lambda p, s, x, y, steps=None: p, model.apply, task_loss, False)
+        return learner, optax.adam(config.meta_lr)
+
+    jmeta.register_learner("forgetful", builder, replace=True)
+    register_blobs("blobs-ways", ("ways",))
+    path = tmp_path / "c.py"
+    path.write_text(
+        f"from jmeta.experiment import load_config\n\ndef get_config():\n    c = load_config({SINUSOID!r})\n"
+        "    for key in ('outputs', 'shots', 'queries', 'eval_shots', 'eval_queries', 'inner_lr', 'inner_steps',\n"
+        "                'inner_optimizer'):\n        del c[key]\n"
+        f"    c.task, c.learner, c.ways, c.val_metric = 'blobs-ways', 'forgetful', 4, {val_metric!r}\n    return c\n"
+    )
+    workdir = tmp_path / "run"
+    assert main(["train", str(path), "--workdir", str(workdir)]) == 2
+    assert re.search(rf"error: the task_loss of learner 'forgetful' .*{message}", capsys.readouterr().err.strip())
+    assert not workdir.exists()
+
+
+def test_registering_a_taken_name_names_the_function_that_holds_it():
+    with pytest.raises(ValueError, match=r"a learner named 'maml' is already registered \(to jmeta.experiment.maml_l"):
+        jmeta.register_learner("maml", lambda config, model, family: None)
+
+
+def test_an_override_of_a_key_only_another_component_reads_names_those_that_read_it():
+    with pytest.raises(
+        ValueError, match=r"unknown config key 'lam' in override 'lam=1.0' \(read by learner 'imaml', no"
+    ):
+        load_config(SINUSOID, ["lam=1.0"])
+    config = load_config(SINUSOID)
+    config.learner = "protonet"
+    del config.inner_lr, config.inner_steps, config.outputs
+    with pytest.raises(
+        ValueError, match=r"'inner_optimizer' is read by learner 'maml', learner '\w+', learner '\w+', \.\.\. but"
+    ):
+        jmeta.experiment.check_config(config)

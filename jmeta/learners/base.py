@@ -95,9 +95,7 @@ def resolve_inner_optimizer(
     if optimizer is None:
         return safe_derivatives(from_lr(positive_float("inner_lr", inner_lr)))
     if not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(
-            f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}."
-        )
+        raise TypeError(f"inner_optimizer must be an optax.GradientTransformation; got {type(optimizer).__name__}.")
     return safe_derivatives(optimizer)
 
 
@@ -170,6 +168,48 @@ def query_metrics(
     check_loss_inputs(predictions, targets, "query")
     loss = loss_fn(predictions, targets)
     return loss, {"loss": loss, **{name: fn(predictions, targets) for name, fn in metrics.items()}}
+
+
+def check_task_metrics(
+    learner: Learner, sample_tasks: Callable[[jax.Array, int], Task], required: Mapping[str, str], argument: str
+) -> None:
+    """Checks, by tracing only (``jax.eval_shape``: nothing is computed or compiled), that ``learner.task_loss``
+    on one task drawn by ``sample_tasks(key, 1)`` returns ``(loss, TaskOutput(metrics, state))`` with a scalar
+    ``loss`` and scalar ``metrics`` holding ``"loss"`` (the contract of :mod:`jmeta.learners.toolkit`) and
+    every name in ``required``, a mapping from a metric's name to what needs it (e.g. ``{"mae": "val_metric"}``).
+    ``argument`` names the learner in the error. Raises ValueError naming the metrics returned and those
+    required.
+
+    Example::
+
+        >>> import jax.numpy as jnp, jmeta
+        >>> model = jmeta.from_linen(jmeta.models.MLP((8, 1)), jnp.zeros((1, 1)))
+        >>> learner = jmeta.maml(model, jmeta.losses.mse, inner_lr=0.01)
+        >>> check_task_metrics(learner, jmeta.tasks.SinusoidSampler(5, 5), {"mae": "val_metric"}, "learner 'maml'")
+        Traceback (most recent call last):
+        ValueError: the task_loss of learner 'maml' returns the metrics ['loss']; they must hold 'loss' (the query loss) and 'mae' (val_metric).
+    """  # noqa: E501
+    tasks = jax.eval_shape(lambda key: sample_tasks(key, 1), jax.random.key(0))
+    task = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), tasks)
+    params, state = jax.eval_shape(learner.init, jax.random.key(0))
+    loss, output = jax.eval_shape(learner.task_loss, params, state, task)
+    metrics = getattr(output, "metrics", None)
+    if not isinstance(metrics, Mapping):
+        raise ValueError(
+            f"the task_loss of {argument} must return (loss, jmeta.learners.toolkit.TaskOutput(metrics, model_state)); "
+            f"got ({type(loss).__name__}, {type(output).__name__})."
+        )
+    wanted = {"loss": "the query loss", **{name: why for name, why in required.items() if name != "loss"}}
+    if any(name not in metrics for name in wanted):
+        names = " and ".join(f"{name!r} ({why})" for name, why in wanted.items())
+        raise ValueError(f"the task_loss of {argument} returns the metrics {sorted(metrics)}; they must hold {names}.")
+    shapes = {"loss": loss, **metrics}
+    shapes = {name: tuple(getattr(value, "shape", ())) for name, value in shapes.items()}
+    if any(shapes.values()):
+        raise ValueError(
+            f"the task_loss of {argument} must return a scalar loss and scalar metrics (for one task); got the "
+            f"shapes {shapes}."
+        )
 
 
 def steps_or_default(steps: int | None, default: int) -> int:
