@@ -148,6 +148,8 @@ def load_config(
     if extra:
         config.imports = tuple(dict.fromkeys([*config.get("imports", ()), *extra]))
     import_components(config)
+    if config.get("imports"):
+        config.imports = tuple(_as_found(name) for name in config.imports)
     required = PROGRAM_KEYS if config.get("program") else ("task", "model", "learner")
     missing = [key for key in required if key not in config]
     if missing:
@@ -182,6 +184,18 @@ def import_components(config: ml_collections.ConfigDict) -> None:
                 f"config key 'imports' names the module {name!r}, which could not be imported: {error!r}. Put its "
                 "folder on PYTHONPATH (or run from it), or give the path of its .py file."
             ) from error
+
+
+def _as_found(name: str) -> str:
+    """``name`` as a reader can find it again: a module that is a file in the current folder becomes that
+    file's absolute path, so that the run can be read from any folder."""
+    if name.endswith(".py"):
+        return name
+    origin = getattr(sys.modules.get(name), "__file__", None) or ""
+    found = Path(origin).resolve() if origin else None
+    if found and found.parent == Path.cwd().resolve() and found.name == f"{name}.py":
+        return str(found)
+    return name
 
 
 _EXECUTED: dict[Path, Any] = {}

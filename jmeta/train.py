@@ -530,8 +530,12 @@ def meta_test(
             "processes": jax.process_count(),
         },
         "results": {str(k): {name: e._asdict() for name, e in by_metric.items()} for k, by_metric in estimates.items()},
-        "published": dict(config.published),
-        "published_source": config.published_source,
+        "published": {} if config.get("inner_optimizer") else dict(config.published),
+        "published_source": (
+            "not shown: the published figures are for the config's own inner loop, not inner_optimizer"
+            if config.get("inner_optimizer") and config.published
+            else config.published_source
+        ),
     }
 
 
@@ -557,7 +561,12 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"{steps:>11}  {cells}  {'' if published is None else published:>9}")
     protocol = results["protocol"]
     ways = f"{protocol['ways']}-way " if protocol.get("ways") else ""
-    inner_lr = f"inner lr {protocol['inner_lr']}, " if protocol.get("inner_lr") is not None else ""
+    inner_lr = protocol.get("inner_lr")
+    if isinstance(inner_lr, dict):  # an inner_optimizer: name(arguments)
+        arguments = ", ".join(f"{k}={v}" for k, v in inner_lr.items() if k != "name")
+        inner_lr = f"inner optimizer {inner_lr.get('name')}({arguments}), "
+    else:
+        inner_lr = f"inner lr {inner_lr}, " if inner_lr is not None else ""
     batch_norm = f"BatchNorm {protocol['batch_norm']}, " if protocol.get("batch_norm") in BATCH_NORM_MODES else ""
     lines.append(
         f"protocol: {protocol['tasks']} test tasks, {ways}{protocol['shots']}-shot, {protocol['queries_per_task']} "

@@ -113,7 +113,10 @@ def plugin_run(tmp_path_factory):
 
 def test_a_plugin_run_is_evaluated_plotted_and_predicted_from_fresh_processes(plugin_run):
     trained = json.loads((plugin_run / "run" / "results.json").read_text())
-    assert json.loads((plugin_run / "run" / "config.json").read_text())["imports"] == ["linreg_plugin"]
+    # found in the working folder, the module is recorded by its path: the run reads from any folder
+    assert json.loads((plugin_run / "run" / "config.json").read_text())["imports"] == [
+        str((plugin_run / "linreg_plugin.py").resolve())
+    ]
     done = jmeta_cli(plugin_run, "eval", "--workdir", "run")
     assert done.returncode == 0, done.stderr[-2000:]
     evaluated = json.loads((plugin_run / "run" / "eval_best.json").read_text())
