@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
-    "ALL",
     "LEARNERS",
     "MODELS",
     "PROGRAMS",
@@ -211,7 +210,6 @@ TASK_FAMILIES = Registry(
 MODELS = Registry("model", properties={"keys": (), "optional_keys": {}})
 # Programs (source systems trained otherwise than episode by episode): ``program(config, workdir) -> results``.
 PROGRAMS = Registry("program", properties={})
-ALL = (LEARNERS, TASK_FAMILIES, MODELS, PROGRAMS)
 
 
 def register_learner(name: str, builder: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any):
