@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 from PIL import Image
+from test_runs import DIGITS_PROTONET
 
 import jmeta
 import jmeta.data
@@ -251,22 +252,6 @@ def test_jmeta_data_passes_any_option_of_the_data_sets_loader(tmp_path, capsys):
            "unknown shots." in capsys.readouterr().err
     assert main(["data", "folder", "--data-dir", str(root), "--option", "channels"]) == 2
     assert "options must look like key=value" in capsys.readouterr().err
-
-
-# ProtoNets on scikit-learn's digits (8x8), 4 meta-steps, no validation: a quick run of an image data set.
-DIGITS_PROTONET = """
-from jmeta.experiment import few_shot_config
-
-
-def get_config():
-    config = few_shot_config("digits", "protonet", ways=5, shots=1)
-    del config.hidden, config.downsample, config.pool
-    config.split, config.model, config.hidden = "", "mlp", (16, 8)
-    config.eval_steps = (0,)
-    config.meta_batch, config.steps, config.log_every, config.val_every = 2, 2, 2, 0
-    config.eval_tasks = 2
-    return config
-"""
 
 
 def test_predict_reads_a_query_image_file_and_names_query_for_other_files(tmp_path, capsys, monkeypatch):
