@@ -311,6 +311,27 @@ def interrupt_deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def interrupts_remembered() -> Iterator[list[int]]:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered in the yielded list, so that a loop can
+    stop at its next check even when the exception was raised where Python drops it (e.g. inside a garbage
+    collection callback, which prints "Exception ignored in" and goes on)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def remember(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, remember)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def _quiet_absl(quiet: bool, level: int = logging.ERROR) -> Iterator[None]:
     """Orbax's log messages below ``level`` are dropped inside the block (if ``quiet``)."""
     logger = logging.getLogger("absl")

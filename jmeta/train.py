@@ -48,7 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jmeta import parallel
-from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred
+from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred, interrupts_remembered
 from jmeta.distributed import is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import (
@@ -366,6 +366,7 @@ def meta_train(
     # (tensorboardX's flush() leaves its queue alone).
     board = None
     with (
+        interrupts_remembered() as interrupted,
         open(metrics_path if main else os.devnull, "a") as log,
         tqdm(
             total=config.steps, initial=min(done, config.steps), desc="meta-train", unit="step", disable=not main
@@ -373,6 +374,8 @@ def meta_train(
     ):
         try:
             while (done := int(state.step)) < config.steps:
+                if interrupted:  # a Ctrl-C whose KeyboardInterrupt was dropped where it was raised
+                    raise KeyboardInterrupt
                 count = min(config.log_every, config.steps - done)
                 if count not in compiled:
                     bar.set_description("compiling")

@@ -301,3 +301,41 @@ def test_eval_sweeps_shots_and_shows_published_figures_only_beside_the_runs_own_
     assert format_results(results).count("protocol:") == 2
     single, _ = evaluate_workdir(sinusoid_run, ["eval_shots=5", "eval_tasks=4"])
     assert single["results"] == own["results"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt
+def test_a_ctrl_c_dropped_where_it_was_raised_still_stops_training_at_the_next_block(tmp_path, monkeypatch):
+    """Python drops a KeyboardInterrupt raised inside a garbage-collection callback ("Exception ignored in"):
+    the interrupt is remembered, and the loop stops before its next compiled block."""
+    import gc
+    import os
+    import signal
+
+    from jmeta.train import TrainingInterrupted, train_and_evaluate
+
+    fired = []
+
+    def interrupt_inside_gc(phase, info):
+        training = getattr(signal.getsignal(signal.SIGINT), "__name__", "") == "remember"  # inside meta_train
+        if phase == "start" and training and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the callback
+
+    import jmeta.train
+
+    check_finite = jmeta.train.check_finite
+
+    def check_then_collect(*args):  # a garbage collection between two blocks, as JAX's buffers cause
+        result = check_finite(*args)
+        gc.collect()
+        return result
+
+    monkeypatch.setattr(jmeta.train, "check_finite", check_then_collect)
+    config = load_config(SINUSOID, ["steps=40", "log_every=10", "val_every=0", "eval_tasks=4"])
+    gc.callbacks.append(interrupt_inside_gc)
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"interrupted at meta-step \d+ of 40"):
+            train_and_evaluate(config, tmp_path / "run")
+    finally:
+        gc.callbacks.remove(interrupt_inside_gc)
+    assert fired
