@@ -337,7 +337,8 @@ def metaoptnet_r2d2(
       ways: the largest number of classes of a task (static); tasks with fewer are fine.
       loss_fn: ``loss_fn(logits, labels) -> scalar`` on the query set; softmax cross-entropy by default.
       lam: the ridge penalty (> 0).
-      scale, bias: initial values of the meta-learned logit scale and bias.
+      scale: initial value of the meta-learned logit scale.
+      bias: initial value of the meta-learned logit bias.
       metrics: extra ``name -> fn(logits, labels)`` reported on the query set (e.g. accuracy).
       compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's passes
         (``jmeta.nn.with_compute_dtype``); the head is solved in float32.
@@ -393,7 +394,8 @@ def metaoptnet_svm(
       c: the SVM's ``C`` (> 0).
       iterations: the most steps of the dual solver (:func:`crammer_singer_dual`).
       tol: the solver's stopping tolerance (> 0) on the simplex variables.
-      scale, bias: initial values of the meta-learned logit scale and bias.
+      scale: initial value of the meta-learned logit scale.
+      bias: initial value of the meta-learned logit bias.
       metrics: extra ``name -> fn(logits, labels)`` reported on the query set (e.g. accuracy).
       compute_dtype: ``"float32"`` or ``"bfloat16"``, the dtype of the model's passes
         (``jmeta.nn.with_compute_dtype``); the SVM is solved in float32.
