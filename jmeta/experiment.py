@@ -84,7 +84,7 @@ REQUIRED_RUN_KEYS = tuple(key for key, default in RUN_KEYS.items() if default is
 # Keys of a config with `program` (a source system): programs check their other keys themselves.
 PROGRAM_KEYS = ("steps", "seed", "meta_batch", "eval_tasks")
 # Keys every config has unless it sets them.
-RUN_DEFAULTS = {"devices": 0}
+RUN_DEFAULTS = {"devices": RUN_KEYS["devices"]}
 
 
 class TaskFamily(NamedTuple):
