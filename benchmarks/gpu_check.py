@@ -1,6 +1,6 @@
-"""The GPU check: jmeta's throughput beside learn2learn and torch.func on the same GPU, memory, FLOP
-utilisation, then MAML Omniglot 5-way 1-shot meta-trained for as much of its 60,000 iterations as the time
-left allows, and its test accuracy with the protocol. Run by ``benchmarks/gpu_check.sh`` (which says how
+"""The GPU check: jmeta's throughput beside learn2learn and torch.func on the same GPU (and alone on the
+workloads without a peer: MetaOptNet-R2D2, Matching Networks), memory, FLOP utilisation, then MAML
+Omniglot 5-way 1-shot meta-trained for as much of its 60,000 iterations as the time left allows, and its test accuracy with the protocol. Run by ``benchmarks/gpu_check.sh`` (which says how
 to prepare what it needs); every figure it prints comes from a command it runs, named beside it.
 
 ``GPU_CHECK_SMALL=1`` shrinks every part (a few steps each) to try the whole check on a CPU.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORKLOADS = ("sinusoid-maml", "omniglot-maml")
+JMETA_ONLY = ("omniglot-metaoptnet-r2d2", "omniglot-matchingnet")  # workloads without a PyTorch peer
 PEERS = ("l2l", "func")
 OMNIGLOT_ITERATIONS = 60_000
 
@@ -82,6 +83,9 @@ def main() -> int:
                 if tasks_per_s:
                     ratio = f"{tasks_per_s:.1f} / {figure:.1f} = {tasks_per_s / figure:.2f}x"
                     print(f"  {name}: jmeta {dtype} / {peer} = {ratio}")
+    for name in JMETA_ONLY:
+        for dtype in ("float32", "bfloat16"):
+            bench(name, dtype, flags, small)
 
     section("Memory of one meta-step (XLA's compiled arguments + outputs + temporaries), MAML Conv-4 5-way 1-shot")
     if "--memory" in flags and "--inner-steps" in flags:
@@ -134,7 +138,7 @@ def bench(name: str, dtype: str, flags: set[str], small: bool) -> float | None:
             print(f"  jmeta {name} {dtype}: skipped (no --compute-dtype in this jmeta's bench)")
             return None
         options += ["--compute-dtype", dtype]
-    if name == "omniglot-maml":
+    if name.startswith("omniglot-"):
         options += conv_xla(flags) + ["--steps", "2" if small else "100"]
     elif small:
         options += ["--steps", "100"]

@@ -5,6 +5,9 @@
 points per task, meta-batch 25, one inner SGD step with lr 0.01, second order, Adam 1e-3; one task batch
 sampled once; one warm-up call (compilation), then ``steps`` timed meta-steps. ``omniglot-maml`` is that of
 ``peers_torch.py`` (``omniglot_maml``); ``omniglot-imaml`` runs iMAML on the same tasks (no peer).
+``omniglot-metaoptnet-r2d2`` and ``omniglot-matchingnet`` are the meta-training steps of
+``experiments/omniglot_metaoptnet_r2d2.py`` and ``experiments/omniglot_matchingnet.py`` (their episodes and
+Conv-4 embedding; no peer, no inner loop).
 A ``Setting`` varies a workload: inner steps, ``remat``, the compute dtype, the convolution, the batching.
 
 * ``run``: tasks/s, and the FLOPs of one meta-step (``step_flops``: matrix products and convolutions of
@@ -32,7 +35,7 @@ import optax
 
 from jmeta import losses
 from jmeta.batching import check_strategy, matmul_and_conv_flops
-from jmeta.learners import imaml, maml
+from jmeta.learners import imaml, maml, matchingnet, metaoptnet_r2d2
 from jmeta.meta_trainer import MetaTrainer, TrainState, meta_trainer
 from jmeta.models import MLP, Conv4
 from jmeta.models.conv4 import CONVS
@@ -149,8 +152,34 @@ def omniglot_imaml(setting: Setting) -> Workload:
     return _omniglot_workload(learner, setting)
 
 
-def _omniglot_workload(learner: Any, setting: Setting) -> Workload:
-    ways, shots, queries, meta_batch = 5, 1, 15, 32
+def omniglot_metaoptnet_r2d2(setting: Setting) -> Workload:
+    """MetaOptNet-R2D2 as ``experiments/omniglot_metaoptnet_r2d2.py`` meta-trains it: 20-way 1-shot episodes
+    with 5 queries per class, meta-batch 4, 28x28x1 random images; the Conv-4 embedding of
+    :func:`_embedding`; ridge penalty 50; Adam 1e-3."""
+    learner = metaoptnet_r2d2(
+        _embedding(setting), 20, losses.cross_entropy, lam=50.0, compute_dtype=setting.compute_dtype
+    )
+    return _omniglot_workload(learner, setting, ways=20, queries=5, meta_batch=4)
+
+
+def omniglot_matchingnet(setting: Setting) -> Workload:
+    """Matching Networks as ``experiments/omniglot_matchingnet.py`` meta-trains them: 5-way 1-shot episodes
+    with 5 queries per class, meta-batch 32, 28x28x1 random images; the Conv-4 embedding of
+    :func:`_embedding`; cosine attention, no full context embeddings; Adam 1e-3."""
+    learner = matchingnet(_embedding(setting), 5, losses.cross_entropy, compute_dtype=setting.compute_dtype)
+    return _omniglot_workload(learner, setting, ways=5, queries=5, meta_batch=32)
+
+
+def _embedding(setting: Setting) -> Any:
+    """The Conv-4 embedding of the metric and closed-form learners' Omniglot configs: 64 filters, 3x3
+    convolutions of stride 1, BatchNorm on batch statistics, ReLU, 2x2 max-pool per block, no head (64-d)."""
+    module = Conv4(num_classes=None, downsample="maxpool", pool="flatten", conv=setting.conv)
+    return from_linen(module, jnp.zeros((1, 28, 28, 1)))
+
+
+def _omniglot_workload(
+    learner: Any, setting: Setting, *, ways: int = 5, shots: int = 1, queries: int = 15, meta_batch: int = 32
+) -> Workload:
     trainer = meta_trainer(learner, optax.adam(1e-3), batching=setting.batching, chunk_size=setting.chunk_size)
     support_key, query_key = jax.random.split(jax.random.key(1))
     labels = jnp.repeat(jnp.arange(ways), shots)
@@ -163,9 +192,23 @@ def _omniglot_workload(learner: Any, setting: Setting) -> Workload:
     return Workload(trainer, trainer.init(jax.random.key(0)), tasks)
 
 
-WORKLOADS = {"sinusoid-maml": sinusoid_maml, "omniglot-maml": omniglot_maml, "omniglot-imaml": omniglot_imaml}
+WORKLOADS = {
+    "sinusoid-maml": sinusoid_maml,
+    "omniglot-maml": omniglot_maml,
+    "omniglot-imaml": omniglot_imaml,
+    "omniglot-metaoptnet-r2d2": omniglot_metaoptnet_r2d2,
+    "omniglot-matchingnet": omniglot_matchingnet,
+}
 # Timed meta-steps and meta-steps per compiled call by default: enough for a stable figure in seconds.
-DEFAULTS = {"sinusoid-maml": (1000, 100), "omniglot-maml": (20, 1), "omniglot-imaml": (10, 1)}
+DEFAULTS = {
+    "sinusoid-maml": (1000, 100),
+    "omniglot-maml": (20, 1),
+    "omniglot-imaml": (10, 1),
+    "omniglot-metaoptnet-r2d2": (50, 1),
+    "omniglot-matchingnet": (20, 1),
+}
+# The workloads whose learner has no inner loop (a closed-form head, attention over the support set).
+WITHOUT_INNER_LOOP = ("omniglot-metaoptnet-r2d2", "omniglot-matchingnet")
 
 
 def build(name: str, **setting: Any) -> Workload:
@@ -188,6 +231,11 @@ def build(name: str, **setting: Any) -> Workload:
     if name == "sinusoid-maml" and setting.conv != "auto":
         raise ValueError(
             f"conv applies to the Conv-4 workloads; sinusoid-maml has no convolution (got conv={setting.conv!r})."
+        )
+    if name in WITHOUT_INNER_LOOP and (setting.inner_steps != 1 or setting.remat):
+        raise ValueError(
+            f"inner_steps and remat apply to workloads with an inner loop; {name} has none (got "
+            f"inner_steps={setting.inner_steps}, remat={setting.remat}; leave them at 1 and False)."
         )
     if name == "omniglot-imaml" and setting.remat:
         raise ValueError("remat does not apply to omniglot-imaml: iMAML never differentiates through its inner loop.")

@@ -22,7 +22,9 @@ import sys
 from pathlib import Path
 
 PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py", "omniglot-maml": "peers_torch.py"}
-BENCH_WORKLOADS = ["omniglot-imaml", "omniglot-maml", "sinusoid-maml"]  # jmeta.bench.WORKLOADS
+BENCH_WORKLOADS = [  # jmeta.bench.WORKLOADS
+    "omniglot-imaml", "omniglot-maml", "omniglot-matchingnet", "omniglot-metaoptnet-r2d2", "sinusoid-maml"
+]
 # Errors printed as one line "jmeta COMMAND: error: ..." (exit status 2); others keep their traceback.
 REPORTED_ERRORS = (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError)
 

@@ -82,3 +82,51 @@ def test_step_flops_count_loop_bodies_per_trip_where_xla_counts_them_once():
     # (two per iteration) it counts one iteration.
     assert flops <= xla_flops(vmapped) <= 1.15 * flops
     assert xla_flops(looped) < 0.2 * flops
+
+
+CONFIG_WORKLOADS = {
+    "omniglot-metaoptnet-r2d2": "experiments/omniglot_metaoptnet_r2d2.py",
+    "omniglot-matchingnet": "experiments/omniglot_matchingnet.py",
+}
+
+
+def config_learner(name):
+    """The config of workload ``name`` and the learner that jmeta.experiment builds from it (independently of
+    jmeta.bench)."""
+    from jmeta.experiment import build_learner, family_without_data, load_config
+
+    config = load_config(CONFIG_WORKLOADS[name], ["data_dir="])
+    return config, build_learner(config, family_without_data(config, (28, 28, 1)))[0]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_WORKLOADS))
+def test_config_workloads_have_their_configs_episodes_and_parameters(name):
+    config, learner = config_learner(name)
+    trainer, state, tasks = bench.build(name)
+    ways, shots, queries = config.ways, config.shots, config.queries
+    assert tasks.support_x.shape == (config.meta_batch, ways * shots, 28, 28, 1)
+    assert tasks.query_x.shape == (config.meta_batch, ways * queries, 28, 28, 1)
+    assert (tasks.support_y[0] == jax.numpy.repeat(jax.numpy.arange(ways), shots)).all()
+    shapes = jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), jax.eval_shape(learner.init, jax.random.key(0)))
+    assert jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), (state.params, state.model_state)) == shapes
+
+
+@pytest.mark.slow  # about 40 s each on 2 busy cores (compilation)
+@pytest.mark.parametrize("name", sorted(CONFIG_WORKLOADS))
+def test_config_workloads_compute_their_configs_loss_and_run_a_step(name):
+    """The same query loss on the bench's first task as the config's learner, then one timed meta-step."""
+    _, learner = config_learner(name)
+    trainer, state, tasks = bench.build(name)
+    config_loss, _ = jax.jit(learner.task_loss)(state.params, state.model_state, jax.tree.map(lambda x: x[0], tasks))
+    first = jax.tree.map(lambda leaf: leaf[:1], tasks)
+    bench_loss, _ = jax.jit(trainer.loss)(state.params, state.model_state, first)
+    assert float(bench_loss) == pytest.approx(float(config_loss), rel=1e-5)
+    result = bench.run(name, steps=1)
+    assert result.tasks_per_step == tasks.support_x.shape[0] and result.tasks_per_s > 0 and result.flops_per_step > 0
+
+
+def test_workloads_without_inner_loop_refuse_inner_steps_and_remat():
+    with pytest.raises(ValueError, match="omniglot-matchingnet has none \\(got inner_steps=3, remat=False"):
+        bench.build("omniglot-matchingnet", inner_steps=3)
+    with pytest.raises(ValueError, match="omniglot-metaoptnet-r2d2 has none \\(got inner_steps=1, remat=True"):
+        bench.memory("omniglot-metaoptnet-r2d2", remat=True)
