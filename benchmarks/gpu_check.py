@@ -1,7 +1,8 @@
 """The GPU check: jmeta's throughput beside learn2learn and torch.func on the same GPU (and alone on the
 workloads without a peer: MetaOptNet-R2D2, Matching Networks), memory, FLOP utilisation, then MAML
-Omniglot 5-way 1-shot meta-trained for as much of its 60,000 iterations as the time left allows, and its test accuracy with the protocol. Run by ``benchmarks/gpu_check.sh`` (which says how
-to prepare what it needs); every figure it prints comes from a command it runs, named beside it.
+Omniglot 5-way 1-shot meta-trained for as much of its 60,000 iterations as the time left allows, and its
+test accuracy with the protocol. Run by ``benchmarks/gpu_check.sh`` (which says how to prepare what it
+needs); every figure it prints comes from a command it runs, named beside it.
 
 ``GPU_CHECK_SMALL=1`` shrinks every part (a few steps each) to try the whole check on a CPU.
 """
