@@ -130,10 +130,15 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def saved_steps(self) -> list[int]:
+        """The steps of the checkpoints kept in ``latest``, oldest first (``keep`` of them; all with ``keep=None``)."""
+        return sorted(self.latest.all_steps())
+
     def restore(
-        self, abstract_state: TrainState, abstract_key: jax.Array, *, best: bool = False
+        self, abstract_state: TrainState, abstract_key: jax.Array, *, best: bool = False, step: int | None = None
     ) -> tuple[TrainState, jax.Array]:
-        """The latest (or best) intact checkpoint, shaped like the given abstract state and key.
+        """The latest (or best) intact checkpoint, shaped like the given abstract state and key; with ``step``,
+        only the checkpoint of that step (in ``latest``, e.g. one of :meth:`saved_steps`; in ``best`` with ``best``).
 
         A damaged checkpoint is skipped for the next newest (next best) with one warning line, and set
         aside unless ``read_only``. A running ``jmeta train`` may delete the step being read when it saves
@@ -141,7 +146,7 @@ class Checkpoints:
         checkpoint, :class:`NoIntactCheckpointError` when none restores or all were set aside."""
         name = "best" if best else "latest"
         found = self._first_intact(
-            lambda: [(name, step) for step in self._steps(name)],
+            lambda: [(name, s) for s in self._steps(name) if step is None or s == step],
             abstract_state,
             abstract_key,
             hint=_LATEST_HINT if best else _MOVE_HINT,
@@ -153,6 +158,9 @@ class Checkpoints:
                     f"no intact checkpoint in {self._directory / name}: the damaged {', '.join(aside)} were set "
                     f"aside. {_LATEST_HINT if best else _MOVE_HINT}"
                 )
+            if step is not None:
+                saved = sorted(getattr(self, name).all_steps())
+                raise FileNotFoundError(f"no checkpoint of step {step} in {self._directory / name}; it holds {saved}.")
             raise FileNotFoundError(f"no checkpoint in {self._directory / name}; train first with `jmeta train`.")
         return found
 

@@ -76,6 +76,7 @@ RUN_KEYS: dict[str, Any] = {
     "batching": "auto",  # how the task axis is batched (jmeta.batching)
     "compute_dtype": "float32",  # the dtype of the model's passes (float32 or bfloat16)
     "imports": (),  # modules (or .py files) that register the config's own components
+    "keep_checkpoints": 2,  # latest checkpoints kept (jmeta.checkpoint); 0 keeps every one (jmeta.compute curves)
     "schedule_steps": 0,  # the horizon of a learner's meta-optimiser schedule; 0: `steps` when the run starts
     "eval_batch_norm": ABSENT,  # test-time BatchNorm mode (jmeta.evaluate's batch_norm)
     "batch_norm": ABSENT,  # a description of how the model's BatchNorm is used, stated in the protocol
@@ -403,6 +404,7 @@ def _check_values(config: ml_collections.ConfigDict, parts: Components) -> None:
         positive_int("eval_steps", steps, allow_zero=True)
     if "eval_batch_norm" in config:
         one_of("eval_batch_norm", config.eval_batch_norm, BATCH_NORM_MODES)
+    positive_int("keep_checkpoints", config.get("keep_checkpoints", 2), allow_zero=True)
     one_of("compute_dtype", config.get("compute_dtype", "float32"), ("float32", "bfloat16"))
     positive_float("meta_lr", config.meta_lr)
     one_of("val_metric", config.val_metric, ("loss", *parts.task.properties["metrics"]))
@@ -763,7 +765,13 @@ def protonet_learner(config: ml_collections.ConfigDict, model: Model, family: Ta
     return learners.protonet(model, ways, family.loss, metrics=family.metrics), optax.adam(config.meta_lr)
 
 
-@register_learner("imaml", keys=(*INNER_KEYS, "lam", "cg_steps"), optional_keys=INNER_OPTIONAL, inner_lr=True)
+@register_learner(
+    "imaml",
+    keys=(*INNER_KEYS, "lam", "cg_steps"),
+    optional_keys=INNER_OPTIONAL,
+    inner_lr=True,
+    example_passes=lambda config: (config.inner_steps + config.cg_steps, 1),  # a support pass per CG step
+)
 def imaml_learner(config: ml_collections.ConfigDict, model: Model, family: TaskFamily) -> LearnerBuild:
     """iMAML: proximal inner loop (``lam``), implicit meta-gradient by ``cg_steps`` of conjugate gradient."""
     learner = learners.imaml(

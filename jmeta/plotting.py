@@ -67,7 +67,8 @@ def learning_curves(records: Sequence[dict[str, float]]) -> Any:
     """A matplotlib figure with one panel per logged quantity of ``records`` (the lines of
     ``metrics.jsonl``) against the meta-step, meta-training and validation values together; a series of
     one point (a run logged once) is drawn as a marker."""
-    quantities = sorted({name.removeprefix("val_") for r in records for name in r} - {"step", "tasks_per_s"})
+    counters = {"step", "tasks_per_s", "training_example_passes"}  # not learning curves
+    quantities = sorted({name.removeprefix("val_") for r in records for name in r} - counters)
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.4), squeeze=False)
     for axis, name in zip(axes[0], quantities, strict=True):

@@ -190,6 +190,9 @@ LEARNERS = Registry(
         "model_input": None,
         # its meta-optimiser's schedule spans the run (jmeta.experiment.schedule_horizon: fixed when it starts)
         "schedule": False,
+        # example_passes(config) -> (support passes, query passes) of one training task's points per meta-step;
+        # None: the default of jmeta.compute (inner_steps support passes with an inner_lr, else 1; 1 query pass)
+        "example_passes": None,
     },
 )
 # Task families: ``builder(config) -> TaskFamily`` (samplers and an example input); loss and metrics declared.
@@ -217,7 +220,9 @@ def register_learner(name: str, builder: Callable[..., Any] | None = None, *, re
     meta_optimizer)``. Properties: ``keys`` (config keys it reads), ``optional_keys`` ({key: default}),
     ``embedding`` (its model has no head), ``any_ways`` (tests with other ways than it trains with),
     ``inner_lr`` (has config key ``inner_lr``, stated in the protocol), ``schedule`` (its meta-optimiser's
-    schedule spans the run: built from ``jmeta.experiment.schedule_horizon(config)``). Usable as a decorator.
+    schedule spans the run: built from ``jmeta.experiment.schedule_horizon(config)``), ``example_passes``
+    (``config -> (support passes, query passes)`` per training task and meta-step, ``jmeta.compute``).
+    Usable as a decorator.
 
     Example::
 

@@ -120,14 +120,15 @@ def restore_state(
     meta_optimizer: optax.GradientTransformation,
     *,
     best: bool,
+    step: int | None = None,
 ) -> TrainState:
     """The best (or latest) intact checkpoint's ``TrainState`` on this process's first device, opened
-    read-only (safe during training)."""
+    read-only (safe during training); with ``step``, that step's (``Checkpoints.restore``)."""
     abstract_state = jax.eval_shape(meta_trainer(learner, meta_optimizer).init, jax.random.key(0))
     abstract_key = jax.eval_shape(lambda: jax.random.key(0))
     checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, read_only=True)
     try:
-        return checkpoints.restore(abstract_state, abstract_key, best=best)[0]
+        return checkpoints.restore(abstract_state, abstract_key, best=best, step=step)[0]
     finally:
         checkpoints.close()
 

@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from jmeta import parallel
 from jmeta.checkpoint import HIGHER_IS_BETTER, Checkpoints, interrupt_deferred, interrupts_remembered
+from jmeta.compute import passes_per_step, training_example_passes
 from jmeta.distributed import is_main_process, run_mesh
 from jmeta.evaluation import BATCH_NORM_MODES, evaluate
 from jmeta.experiment import (
@@ -69,7 +70,7 @@ from jmeta.tasks.checks import check_finite_tasks
 
 # Keys that may change between a run and its resumption: they do not affect meta-training.
 # ``devices`` changes only the order of floating-point sums.
-RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm", "devices")
+RESUMABLE_CHANGES = ("steps", "eval_tasks", "eval_steps", "eval_batch_norm", "devices", "keep_checkpoints")
 # Keys `jmeta eval` may override: they only change the meta-test protocol (or the devices it runs on).
 EVAL_OVERRIDES = ("eval_tasks", "eval_steps", "eval_ways", "eval_shots", "eval_queries", "eval_batch_norm", "devices")
 
@@ -128,7 +129,8 @@ def opened_run(
     """The trainer, keys and checkpoints of the run in ``workdir``; the checkpoints are closed on exit."""
     trainer = meta_trainer(experiment.learner, experiment.meta_optimizer, batching=config.batching)
     sharding = parallel.replicated(run_mesh_of(config))
-    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, sharding=sharding)
+    keep = config.get("keep_checkpoints", 2) or None  # 0: every checkpoint (Orbax's max_to_keep=None)
+    checkpoints = Checkpoints(workdir / "checkpoints", best_metric=config.val_metric, keep=keep, sharding=sharding)
     try:
         yield trainer, run_keys(config.seed), checkpoints
     finally:
@@ -356,6 +358,7 @@ def meta_train(
     run_steps = jax.jit(scan_steps, static_argnums=2, donate_argnums=0, out_shardings=parallel.replicated(mesh))
     first = experiment.family.sample_train(jax.random.fold_in(keys.train, state.step), config.meta_batch)
     check_finite_tasks(first, f"the meta-training sampler (step {int(state.step) + 1})")  # before compiling
+    passes = passes_per_step(config, first)  # training example passes per meta-step (jmeta.compute)
     state, sampler = parallel.replicate((state, experiment.family.sample_train), mesh)
     compiled: dict[int, Any] = {}  # one program per block size: log_every, and a shorter last block
     metrics_path = workdir / "metrics.jsonl"
@@ -387,6 +390,7 @@ def meta_train(
                 record = {"step": done + count, **check_finite(jax.device_get(metrics), done, checkpoints)}
                 done = record["step"]
                 record["tasks_per_s"] = count * config.meta_batch / (time.perf_counter() - start)
+                record["training_example_passes"] = done * passes  # cumulative, for curves against compute
                 validate_now = bool(config.val_every) and record["step"] % config.val_every == 0
                 checkpoint_now = validate_now or not config.val_every or record["step"] == config.steps
                 if checkpoint_now and config.val_every:
@@ -527,6 +531,7 @@ def meta_test(
             "inner_lr": _inner_lr(config),
             "batch_norm": options.get("batch_norm", config.get("batch_norm", "none")),
             "checkpoint": checkpoint,
+            "training_example_passes": training_example_passes(config, experiment.family, int(state.step)),
             "ci": "95%, 1.96 * std / sqrt(tasks)",
             "seed": config.seed,
             "devices": run_mesh_of(config).size,
