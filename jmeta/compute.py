@@ -21,10 +21,11 @@ once more); by default they follow from its other declared properties and config
   example of a minibatch counts once.
 
 The count is nominal, not FLOPs (``jmeta bench`` measures those): a second-order backward pass counts as the
-backward of its pass; ANIL computing its body's features once per inner loop, closed-form heads (MetaOptNet)
-and relation modules cost nothing extra here; MAML++'s multi-step loss (query passes after every inner step
-for its first ``msl_steps``) is not counted; test-time adaptation (``eval_steps``, a Baseline's head fitting)
-is not training. Tasks added to fill devices (weight 0) do not count: ``T`` is the sampler's ``meta_batch``.
+backward of its pass; ANIL's and BOIL's inner steps, which differentiate part of the network only, count as
+whole passes; closed-form heads (MetaOptNet) and relation modules cost nothing extra here; MAML++'s
+multi-step loss (query passes after every inner step for its first ``msl_steps``) is not counted;
+test-time adaptation (``eval_steps``, a Baseline's head fitting) is not training. Tasks added to fill
+devices (weight 0) do not count: ``T`` is the sampler's ``meta_batch``.
 
 Example::
 
