@@ -15,6 +15,8 @@ accuracy of Baseline++ in this setting (their Omniglot experiments are the cross
 Run: jmeta train experiments/omniglot_baselinepp.py --workdir runs/omniglot_baselinepp
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)
+5-way 5-shot: add eval_shots=5 (pre-training draws no episodes; `jmeta eval --workdir D eval_shots=5`
+re-tests a run 5-shot). Baseline and fine-tuning: add learner=baseline or learner=finetune.
 """
 
 from jmeta.data import default_data_dir

@@ -9,6 +9,8 @@ Omniglot, so `published` is empty.
 Run: jmeta train experiments/omniglot_metaoptnet_svm.py --workdir runs/omniglot_metaoptnet_svm
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)
+5-way 5-shot: add shots=5 eval_shots=5 (eval_shots sets the test's shots: shots=5 alone trains on
+5-shot episodes and still tests 1-shot; `jmeta eval --workdir D eval_shots=5` re-tests a run 5-shot).
 """
 
 from jmeta.data import default_data_dir
