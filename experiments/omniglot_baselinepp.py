@@ -15,8 +15,9 @@ accuracy of Baseline++ in this setting (their Omniglot experiments are the cross
 Run: jmeta train experiments/omniglot_baselinepp.py --workdir runs/omniglot_baselinepp
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)
-5-way 5-shot: add eval_shots=5 (pre-training draws no episodes; `jmeta eval --workdir D eval_shots=5`
-re-tests a run 5-shot). Baseline and fine-tuning: add learner=baseline or learner=finetune.
+5-way 5-shot: add eval_shots=5 eval_queries=15 (pre-training draws no episodes, and an Omniglot class has
+20 examples: 5 + 16 do not fit; `jmeta eval --workdir D eval_shots=5 eval_queries=15` re-tests a run
+5-shot). Baseline and fine-tuning: add learner=baseline or learner=finetune.
 """
 
 from jmeta.data import default_data_dir

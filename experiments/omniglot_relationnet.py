@@ -12,8 +12,9 @@ schedule).
 Run: jmeta train experiments/omniglot_relationnet.py --workdir runs/omniglot_relationnet
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder, data_dir=None for TFDS)
-5-way 5-shot: add shots=5 eval_shots=5 (eval_shots sets the test's shots: shots=5 alone trains on
-5-shot episodes and still tests 1-shot; `jmeta eval --workdir D eval_shots=5` re-tests a run 5-shot).
+5-way 5-shot: add shots=5 eval_shots=5 queries=15 eval_queries=15 (15 query images per class at 5-shot,
+Sung et al. 2018, sec. 4.1; an Omniglot class has 20 examples, so 5 + 19 do not fit; eval_shots sets the
+test's shots: shots=5 alone trains on 5-shot episodes and still tests 1-shot).
 """
 
 from jmeta.data import default_data_dir
