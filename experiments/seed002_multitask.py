@@ -31,6 +31,8 @@ def get_config():
     config.feature_scale, config.test_feature_scale = 10.0, 1.0  # cosine softmax in training
     config.head_steps, config.head_lr, config.head_l2 = 100, 1.0, 0.2  # = sklearn LogisticRegression(C=1)
     config.scratch_steps, config.scratch_lr = 25, 1e-2
+    config.augment = ""  # training batches: "cropP" (random shifts of up to P pixels), "flip", joined by "+"
+    config.distill_generations, config.distill_temperature, config.distill_hard_weight = 0, 4.0, 0.5
     config.eval_queries, config.eval_tasks = 15, 600
     config.published_source = "none: the article reports no figures"
     return config
