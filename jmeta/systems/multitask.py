@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -662,6 +663,10 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         name = SYSTEM if generation == generations - 1 else f"{SYSTEM}, generation {generation}"
         accuracy[name] = _accuracies(mt.learner, state.params.trunk, state.model_state, test, test_key,
                                      config.head_steps, config.eval_tasks)
+        done = estimate(accuracy[name])
+        print(f"multitask: generation {generation} of {generations}: {steps} steps in {training_seconds[-1]} s, "
+              f"final training loss {final_losses[-1]}, test accuracy {done.mean:.4f} ± {done.ci95:.4f}",
+              file=sys.stderr, flush=True)  # a long run's generations, as they finish
         teacher = Teacher(state.params, state.model_state)
     scratch_params, scratch_state = mt.scratch.init(scratch_key)
     accuracy[BASELINE] = _accuracies(mt.scratch, scratch_params, scratch_state, test, test_key, config.scratch_steps,
