@@ -12,6 +12,12 @@ examples per class per step), are options.
 
 ``steps``: Adam steps; ``meta_batch``: training examples per step; ``eval_tasks``: test tasks.
 
+Tian et al. 2020's recipe, off by default (docs/source-systems.md, 600 test tasks): ``augment=crop2`` shifts each
+training image by up to 2 pixels (random crops after padding): 96.1 ± 0.4% at 5,000 steps, 96.6 ± 0.4% with
+``steps=10000``, against 93.4 ± 0.5% without; ``distill_generations=1`` trains a Born-again student of the same
+network on the previous generation's outputs softened at ``distill_temperature`` plus the labels (weight
+``distill_hard_weight``): 96.2 ± 0.4% from the 96.1% teacher, a paired gain of +0.1 ± 0.2 points.
+
 Run: jmeta train experiments/seed002_multitask.py --workdir runs/seed002_multitask
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder)
