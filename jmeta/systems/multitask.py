@@ -11,6 +11,9 @@ Training, one of two forms, both one optimiser step (any optax optimiser) on the
   Learning"), and a batch holds points of several groups (:func:`make_group_sampler`).
 
 Both feed :func:`multitask` a :class:`GroupBatch`; the first is the second with one group of every class.
+Two options from Tian et al. 2020: the samplers' ``augment`` shifts (and flips) every training image at
+random (:func:`augment_images`), and a step given a :class:`Teacher` (a trained generation) minimises the
+distillation loss against it (Born-again self-distillation, their sec. 3.3).
 
 Test: the trunk is frozen (``test_trunk``: the same parameters, e.g. with BatchNorm's running averages).
 For a new few-shot task a fresh linear head (zeros) is fitted to the trunk's features of the support set
