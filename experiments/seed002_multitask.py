@@ -12,6 +12,12 @@ examples per class per step), are options.
 
 ``steps``: Adam steps; ``meta_batch``: training examples per step; ``eval_tasks``: test tasks.
 
+Tian et al. 2020's recipe, off by default (docs/source-systems.md, 600 test tasks): ``augment=crop2`` shifts each
+training image by up to 2 pixels (random crops after padding): 96.1 ± 0.4% at 5,000 steps, 96.6 ± 0.4% with
+``steps=10000``, against 93.4 ± 0.5% without; ``distill_generations=1`` trains a Born-again student of the same
+network on the previous generation's outputs softened at ``distill_temperature`` plus the labels (weight
+``distill_hard_weight``): 96.2 ± 0.4% from the 96.1% teacher, a paired gain of +0.1 ± 0.2 points.
+
 Run: jmeta train experiments/seed002_multitask.py --workdir runs/seed002_multitask
 (reads Omniglot's official zips from $JMETA_DATA_DIR/omniglot, else ~/jmeta_data/omniglot; data_dir=PATH
 for another folder)
@@ -31,6 +37,8 @@ def get_config():
     config.feature_scale, config.test_feature_scale = 10.0, 1.0  # cosine softmax in training
     config.head_steps, config.head_lr, config.head_l2 = 100, 1.0, 0.2  # = sklearn LogisticRegression(C=1)
     config.scratch_steps, config.scratch_lr = 25, 1e-2
+    config.augment = ""  # training batches: "cropP" (random shifts of up to P pixels), "flip", joined by "+"
+    config.distill_generations, config.distill_temperature, config.distill_hard_weight = 0, 4.0, 0.5
     config.eval_queries, config.eval_tasks = 15, 600
     config.published_source = "none: the article reports no figures"
     return config

@@ -15,10 +15,19 @@ import pytest
 
 import jmeta
 from jmeta.data.dataset import ClassDataset
+from jmeta.learners.baseline import Head
 from jmeta.models.ports import SharedTrunk002
 from jmeta.systems.common import comparison, paired_gain
-from jmeta.systems.multitask import GroupBatch, make_example_sampler, make_group_sampler, multitask
-from jmeta.tasks.episodes import make_episode_sampler
+from jmeta.systems.multitask import (
+    GroupBatch,
+    Teacher,
+    augment_images,
+    check_training_augment,
+    make_example_sampler,
+    make_group_sampler,
+    multitask,
+)
+from jmeta.tasks.episodes import Augment, make_episode_sampler
 
 OMNIGLOT_DIRS = (Path(__file__).parents[1] / ".." / "shared" / "data" / "omniglot",)
 OMNIGLOT = next((d for d in OMNIGLOT_DIRS if (d / "images_background.zip").is_file()), None)
@@ -59,6 +68,110 @@ def test_example_sampler_labels_each_example_with_its_class():
     assert batch.group.tolist() == [0] and batch.x.shape == (1, 200, 1) and batch.y.shape == (1, 200)
     np.testing.assert_array_equal(np.asarray(batch.x)[0, :, 0], np.asarray(batch.y)[0])
     assert set(np.asarray(batch.y).ravel().tolist()) == set(range(5))
+
+
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` (H, W, C) moved down by ``dy`` and right by ``dx`` pixels, zeros shifted in."""
+    out = np.zeros_like(image)
+    height, width = image.shape[:2]
+    out[max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = image[
+        max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)
+    ]
+    return out
+
+
+def test_augment_images_shifts_each_image_by_at_most_the_padding_and_is_a_function_of_the_key():
+    images = np.random.default_rng(0).random((64, 7, 7, 1)).astype(np.float32)
+    out = np.asarray(augment_images(jax.random.key(0), jnp.asarray(images), Augment(crop_padding=2)))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    shifts = []
+    for before, after in zip(images, out, strict=True):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(shifted(before, dy, dx), after)]
+        assert len(found) == 1, found  # random pixels: exactly one shift explains the output
+        shifts.append(found[0])
+    assert len(set(shifts)) > 10 and shifts.count((0, 0)) < 16  # 25 shifts, about 1 in 25 unmoved
+    again = augment_images(jax.random.key(0), jnp.asarray(images), Augment(crop_padding=2))
+    np.testing.assert_array_equal(np.asarray(again), out)
+    other = augment_images(jax.random.key(1), jnp.asarray(images), Augment(crop_padding=2))
+    assert not np.array_equal(np.asarray(other), out)
+    flipped = np.asarray(augment_images(jax.random.key(0), jnp.asarray(images), Augment(flip=True)))
+    is_flipped = [np.array_equal(a, b[:, ::-1]) for a, b in zip(flipped, images, strict=True)]
+    unchanged = [np.array_equal(a, b) for a, b in zip(flipped, images, strict=True)]
+    assert all(np.logical_or(is_flipped, unchanged)) and 16 < sum(is_flipped) < 48
+    np.testing.assert_array_equal(np.asarray(augment_images(jax.random.key(0), jnp.asarray(images), Augment())), images)
+
+
+def test_example_sampler_augments_each_drawn_image_and_keeps_its_label():
+    # Class c is a 3x3 blob of value c + 1 at the centre of a 9x9 image: a shift of up to 2 keeps it whole.
+    images = np.zeros((5, 9, 9, 1), np.float32)
+    for c in range(5):
+        images[c, 3:6, 3:6] = c + 1
+    ds = ClassDataset(images, np.arange(5), "abcde")
+    plain = make_example_sampler(ds)(jax.random.key(0), 100)
+    np.testing.assert_array_equal(np.asarray(plain.x), images[np.asarray(plain.y)])  # no augmentation: as drawn
+    sampler = make_example_sampler(ds, "crop2")
+    batch = sampler(jax.random.key(0), 100)
+    x, y = np.asarray(batch.x)[0], np.asarray(batch.y)[0]
+    assert x.shape == (100, 9, 9, 1) and sampler.augment == Augment(crop_padding=2)
+    np.testing.assert_array_equal(x.max(axis=(1, 2, 3)), y + 1)  # the label's blob, whole
+    np.testing.assert_array_equal(x.sum(axis=(1, 2, 3)), 9 * (y + 1))
+    moved = [not np.array_equal(a, images[label]) for a, label in zip(x, y, strict=True)]
+    assert sum(moved) > 80  # 24 of 25 shifts move the blob
+    np.testing.assert_array_equal(np.asarray(sampler(jax.random.key(0), 100).x), np.asarray(batch.x))
+    groups = make_group_sampler(ds, classes_per_group=5, examples=1, augment="crop1")
+    batch = groups(jax.random.key(0), 20)
+    classes = np.asarray(groups.groups)[np.asarray(batch.group)[:, None], np.asarray(batch.y)]
+    np.testing.assert_array_equal(np.asarray(batch.x).max(axis=(2, 3, 4)), classes + 1)
+    assert not np.array_equal(np.asarray(batch.x), images[classes])
+
+
+def test_training_augmentation_refuses_rotations_and_non_images():
+    with pytest.raises(ValueError, match="rotations by 90 degrees are classes of their own"):
+        make_example_sampler(ClassDataset(np.zeros((2, 4, 4, 1), np.uint8), np.arange(2), "ab"), "crop1+rot90")
+    with pytest.raises(ValueError, match=r"needs images \(H, W, C\)"):
+        make_group_sampler(blobs(4, 2, 0), classes_per_group=2, examples=1, augment="crop1")
+    with pytest.raises(ValueError, match="augment must be '' or parts joined"):
+        check_training_augment("shift2", blobs(4, 2, 0))
+
+
+def test_step_with_a_teacher_minimises_the_distillation_loss_computed_by_hand():
+    temperature, hard_weight, lr = 3.0, 0.25, 0.5
+    trunk, x = mlp_trunk()
+    mt = multitask(trunk, x, num_heads=3, num_classes=4, optimizer=optax.sgd(lr),
+                   distill_temperature=temperature, distill_hard_weight=hard_weight)
+    state = mt.init(jax.random.key(0))  # zero heads: the student's logits are all 0
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(3, 16, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+    teacher_params, teacher_state = trunk.init(jax.random.key(1))
+    teacher = Teacher(state.params._replace(trunk=teacher_params, heads=Head(
+        jnp.asarray(kernel), jnp.asarray(bias))), teacher_state)
+    points = rng.normal(size=(2, 6, SIGNAL + NOISE)).astype(np.float32)
+    labels = np.array([[0, 1, 2, 3, 0, 1], [3, 3, 2, 1, 0, 0]])
+    groups = np.array([2, 0])
+    features = np.asarray(trunk.apply(state.params.trunk, state.model_state, points.reshape(12, -1))[0])
+    teacher_features = np.asarray(trunk.apply(teacher_params, teacher_state, points.reshape(12, -1))[0])
+    row_group = np.repeat(groups, 6)
+    teacher_logits = np.einsum("pf,pfc->pc", teacher_features, kernel[row_group]) + bias[row_group]
+    p_teacher = np.exp(teacher_logits / temperature)
+    p_teacher /= p_teacher.sum(-1, keepdims=True)
+    onehot = np.eye(4)[labels.ravel()]
+    # the student's softmax is uniform: KL = sum p log p + log 4, cross-entropy = log 4
+    kl = np.mean(np.sum(p_teacher * np.log(p_teacher), -1) + np.log(4))
+    expected = (1 - hard_weight) * temperature**2 * kl + hard_weight * np.log(4)
+    new_state, metrics = mt.step(state, GroupBatch(jnp.asarray(groups), jnp.asarray(points), jnp.asarray(labels)),
+                                 teacher)
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
+    # d loss / d logits = ((1 - h) * T * (1/4 - p_teacher) + h * (1/4 - onehot)) / points
+    d_logits = ((1 - hard_weight) * temperature * (0.25 - p_teacher) + hard_weight * (0.25 - onehot)) / 12
+    for g in range(3):
+        rows = row_group == g
+        np.testing.assert_allclose(np.asarray(new_state.params.heads.kernel[g]),
+                                   -lr * features[rows].T @ d_logits[rows], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="teacher must hold parameters and model state of the student's shapes"):
+        mt.step(new_state, GroupBatch(jnp.asarray(groups), jnp.asarray(points), jnp.asarray(labels)),
+                Teacher(teacher.params._replace(heads=Head(
+                    jnp.zeros((3, 16, 5)), jnp.zeros((3, 5)))), teacher_state))
 
 
 def test_step_updates_only_the_heads_of_the_groups_in_the_batch():
@@ -168,6 +281,8 @@ def test_trained_trunk_transfers_to_unseen_classes():
         ({"test_feature_scale": 0.0}, "test_feature_scale must be a finite number > 0"),
         ({"scratch_steps": 0}, "scratch_steps must be a positive integer"),
         ({"test_trunk": "conv4"}, "test_trunk"),
+        ({"distill_temperature": 0.0}, "distill_temperature must be a finite number > 0"),
+        ({"distill_hard_weight": 1.5}, r"distill_hard_weight must be a number in \[0, 1\]; got 1.5"),
     ],
 )
 def test_argument_errors(kwargs, message):

@@ -67,7 +67,15 @@ def test_multitask(tmp_path):
     assert (entry["system"], entry["baseline"], set(entry["gain"])) == (system, baseline, gain_keys)
     accuracy = {name: results["results"][name]["accuracy"]["mean"] for name in (system, baseline)}
     assert entry["gain"]["tasks"] == 4 and entry["gain"]["mean"] == pytest.approx(accuracy[system] - accuracy[baseline])
-    assert results["protocol"]["training_example_passes"] == 3 * 8
+    assert results["protocol"]["training_example_passes"] == 3 * 8 and results["protocol"]["training_augment"] == "none"
+    # One generation of self-distillation: the teacher is the run above, the student a second generation.
+    distilled = train(tmp_path / "distilled", "seed002_multitask", *SMALL, "meta_batch=8", "scratch_steps=2",
+                      f"data_dir={OMNIGLOT}", "distill_generations=1")
+    teacher = f"{system}, generation 0"
+    assert set(distilled["results"]) == {system, teacher, baseline}
+    assert distilled["results"][teacher] == results["results"][system]
+    assert distilled["distillation"]["baseline"] == teacher and distilled["distillation"]["gain"]["tasks"] == 4
+    assert distilled["protocol"]["training_example_passes"] == 2 * 3 * 8
 
 
 def test_distillation_beside_the_labels_only_student(tmp_path):

@@ -260,19 +260,46 @@ def _sample(sampler: EpisodeSampler, key: jax.Array, num_tasks: int) -> Task:
 def _augment(x: jax.Array, augment: Augment, key: jax.Array) -> jax.Array:
     """Augments episodes ``x`` of shape ``(tasks, ways, examples, H, W, C)``."""
     rotate_key, crop_key, flip_key = augment_keys(key)
-    tasks, ways, examples, height, width, channels = x.shape
     if augment.rotate90:
-        turns = jax.random.randint(rotate_key, (tasks, ways, 1, 1, 1, 1), 0, 4)
+        turns = jax.random.randint(rotate_key, (*x.shape[:2], 1, 1, 1, 1), 0, 4)
         rotated = [jnp.rot90(x, k, axes=(3, 4)) for k in range(4)]
         x = jnp.select([turns == k for k in range(4)], rotated)
     if augment.crop_padding:
-        pad = augment.crop_padding
-        flat = x.reshape(-1, height, width, channels)
-        padded = jnp.pad(flat, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        corners = jax.random.randint(crop_key, (flat.shape[0], 2), 0, 2 * pad + 1)
-        crop = jax.vmap(lambda image, c: jax.lax.dynamic_slice(image, (c[0], c[1], 0), (height, width, channels)))
-        x = crop(padded, corners).reshape(x.shape)
+        x = random_crops(crop_key, x, augment.crop_padding)
     if augment.flip:
-        flips = jax.random.bernoulli(flip_key, 0.5, (tasks, ways, examples, 1, 1, 1))
-        x = jnp.where(flips, x[..., ::-1, :], x)
+        x = random_flips(flip_key, x)
     return x
+
+
+def random_crops(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
+    """Each image of ``images`` ``(..., H, W, C)`` padded with ``padding`` zero pixels on every side and cut
+    back to ``(H, W)`` at a random place: a random shift of up to ``padding`` pixels in each direction, the
+    pixels shifted out lost, zeros shifted in. The same shape and dtype out; a pure function of ``key``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> out = random_crops(jax.random.key(0), jnp.ones((3, 4, 4, 1)), 2)
+        >>> out.shape, float(out.max())
+        ((3, 4, 4, 1), 1.0)
+    """
+    height, width, channels = images.shape[-3:]
+    flat = images.reshape(-1, height, width, channels)
+    padded = jnp.pad(flat, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    corners = jax.random.randint(key, (flat.shape[0], 2), 0, 2 * padding + 1)
+    crop = jax.vmap(lambda image, c: jax.lax.dynamic_slice(image, (c[0], c[1], 0), (height, width, channels)))
+    return crop(padded, corners).reshape(images.shape)
+
+
+def random_flips(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Each image of ``images`` ``(..., H, W, C)`` flipped left-right with probability 1/2 (a pure function
+    of ``key``).
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp
+        >>> random_flips(jax.random.key(0), jnp.ones((2, 3, 3, 1))).shape
+        (2, 3, 3, 1)
+    """
+    flips = jax.random.bernoulli(key, 0.5, (*images.shape[:-3], 1, 1, 1))
+    return jnp.where(flips, images[..., ::-1, :], images)
