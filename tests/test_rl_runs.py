@@ -100,3 +100,13 @@ def test_meta_iteration_on_2_devices_with_padding_equals_1_device():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "equal" in done.stdout
+
+
+def test_bench_nav2d_refuses_other_peers_and_a_missing_torch_before_timing(capsys, monkeypatch):
+    from jmeta.cli import main
+
+    assert main(["bench", "nav2d-maml", "--peer", "l2l"]) == 2
+    assert "--peer torch goes with nav2d-maml only" in capsys.readouterr().err
+    monkeypatch.delenv("PEERS_PY", raising=False)
+    assert main(["bench", "nav2d-maml", "--peer", "torch"]) == 2
+    assert "--peer torch needs PEERS_PY" in capsys.readouterr().err
