@@ -67,6 +67,25 @@ def test_killed_maml_rl_run_resumes_to_the_uninterrupted_metrics_and_eval_retest
     assert sorted(more["results"]) == ["0", "1", "2"] and more["results"]["2"]["Reptile"]["tasks"] == 6
 
 
+@pytest.mark.slow  # compiles a meta-iteration: ~30-60 s on the loaded 2-core CPU
+def test_ctrl_c_stops_a_maml_rl_run_and_names_its_last_checkpoint(tmp_path):
+    run = _train(tmp_path)
+    latest = tmp_path / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())):
+        assert run.poll() is None, run.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("jmeta train: interrupted while meta-training reptile (60 meta-iterations); the last "
+                           "checkpoint is iteration "), last
+    assert last.endswith("rerun the same command to resume"), last
+    assert not (tmp_path / "results.json").exists()
+
+
 @pytest.mark.slow  # two second-order MAML meta-iterations compiled: ~3-5 minutes on the loaded 2-core CPU
 def test_meta_iteration_on_2_devices_with_padding_equals_1_device():
     """3 tasks on 2 simulated devices (padded to 4, the copy of weight 0) and on one: the same metrics and
