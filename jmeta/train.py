@@ -161,6 +161,8 @@ def evaluate_workdir(
     "evaluations": [results, ...]}``. The published figures are shown only beside results whose ways, shots
     and queries are the run's own. A run without validation (``val_every=0``) has no best checkpoint: its
     latest is used.
+    A program's run (config key ``program``) is evaluated by the ``evaluate`` its program declares
+    (``jmeta.registry.register_program``) on the config with the overrides; one that declares none is refused.
     A workdir that cannot be written (read-only, full) gives the path None and one warning line.
     """
     workdir = Path(workdir)
