@@ -3,6 +3,7 @@ metrics and results, ``jmeta eval`` re-tests its checkpoints, and a meta-iterati
 (simulated) devices give one device's results."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -129,3 +130,42 @@ def test_bench_nav2d_refuses_other_peers_and_a_missing_torch_before_timing(capsy
     monkeypatch.delenv("PEERS_PY", raising=False)
     assert main(["bench", "nav2d-maml", "--peer", "torch"]) == 2
     assert "--peer torch needs PEERS_PY" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("PEERS_PY"), reason="needs PEERS_PY (a Python with torch): setup-peers.sh")
+def test_pytorch_reference_computes_jmetas_advantages_and_inner_step(tmp_path):
+    """The bench's PyTorch peer runs the same workload: on episodes of jmeta's rollout, its advantages and adapted
+    parameters are jmeta's (float32)."""
+    import jax
+    import numpy as np
+
+    from jmeta.rl import envs, maml
+    from jmeta.rl import policy as pol
+
+    params = pol.policy_init(jax.random.key(0), 2, 2)
+    episodes = pol.rollout(envs.nav2d(), params, jax.numpy.array([0.3, -0.2]), jax.random.key(1), 5)
+    advantages = pol.advantages(episodes)
+    adapted = maml.inner_update(params, episodes, advantages, 0.1)
+
+    def flat(p):
+        return [np.asarray(x) for layer in p["layers"] for x in (layer["w"], layer["b"])] + [np.asarray(p["log_std"])]
+
+    np.savez(tmp_path / "jmeta.npz", **episodes._asdict(), adv=advantages,
+             **{f"p{i}": a for i, a in enumerate(flat(params))}, **{f"q{i}": a for i, a in enumerate(flat(adapted))})
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, torch
+        sys.path.insert(0, {str(REPO / "benchmarks")!r})
+        import peers_nav2d_torch as peer
+        d = {{k: torch.tensor(v) for k, v in np.load({str(tmp_path / "jmeta.npz")!r}).items()}}
+        adv = peer.advantages(d["observations"], d["rewards"], d["mask"])
+        params = [d[f"p{{i}}"].clone().requires_grad_() for i in range(7)]
+        adapted = peer.adapt(params, (d["observations"], d["actions"], adv, d["mask"]), 0.1, create_graph=False)
+        errors = [(a - d[f"q{{i}}"]).abs().max().item() for i, a in enumerate(adapted)]
+        print((adv - d["adv"]).abs().max().item(), max(errors))
+        """
+    )
+    done = subprocess.run([os.environ["PEERS_PY"], "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    advantages_error, params_error = map(float, done.stdout.split())
+    assert advantages_error < 1e-4 and params_error < 1e-6, done.stdout
