@@ -5,6 +5,7 @@ beside a policy pretrained on all tasks and a random initialisation, tested on 4
 ``seconds``: a wall-clock budget per training (0: none). Needs ``pip install 'jmeta[rl]'``.
 
 Run: jmeta train experiments/nav2d_maml_trpo.py --workdir runs/nav2d_maml_trpo
+(again to resume after a kill), then jmeta eval --workdir runs/nav2d_maml_trpo [eval_tasks=100]
 """
 
 import ml_collections
@@ -13,10 +14,11 @@ import ml_collections
 def get_config():
     config = ml_collections.ConfigDict()
     config.imports = ("jmeta.systems.maml_rl",)  # registers the program "maml-rl" (needs jmeta[rl])
-    config.program, config.task, config.env = "maml-rl", "nav2d", "nav2d"
+    config.program, config.task, config.env, config.horizon = "maml-rl", "nav2d", "nav2d", 100
     config.algorithm, config.outer, config.baselines = "maml", "trpo", True
     config.steps, config.seconds, config.seed, config.meta_batch, config.eval_tasks = 100, 0.0, 0, 20, 40
     config.trajectories, config.inner_lr, config.max_kl, config.hidden, config.eval_steps = 20, 0.1, 0.01, (100, 100), 3
+    config.checkpoint_every = 10  # meta-iterations; `jmeta train` on the same workdir resumes from the latest
     config.published = {}
     config.published_source = "Finn et al. 2017, Figure 4 (a plot; its values are not quoted: see docs/meta-rl.md)"
     return config

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         help="measure a meta-training step: tasks/s and FLOP utilisation ('tasks/s N' last), or with --memory "
         "its compiled memory ('memory_bytes N' last); gmm-em: EM against scikit-learn ('EM iterations/s N' last)",
     )
-    bench.add_argument("name", choices=sorted([*BENCH_WORKLOADS, "gmm-em"]), help="the workload")
+    bench.add_argument("name", choices=sorted([*BENCH_WORKLOADS, "gmm-em", "nav2d-maml"]), help="the workload")
     bench.add_argument(
         "--steps", type=int, help="timed meta-steps after one warm-up (default: 1000 sinusoid, 20 omniglot-maml)"
     )
@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         "--peer",
         action="append",
         default=[],
-        choices=["l2l", "higher", "func", "sklearn"],
+        choices=["l2l", "higher", "func", "sklearn", "torch"],
         help="also run this PyTorch peer from --peers-dir in the same run and print the ratio "
         '(needs PEERS_PY and L2L_SRC from `eval "$(bash ../shared/bench/setup-peers.sh)"`); '
-        "sklearn: scikit-learn's GaussianMixture, for gmm-em",
+        "sklearn: scikit-learn's GaussianMixture, for gmm-em; torch: benchmarks/peers_nav2d_torch.py, for nav2d-maml "
+        "(needs PEERS_PY only)",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
 
@@ -351,6 +352,8 @@ def _query_inputs(path: Path, run: object) -> tuple[object, list[str]]:
 def _bench(args: argparse.Namespace) -> int:
     if args.name == "gmm-em" or "sklearn" in args.peer:
         return _bench_gmm(args)
+    if args.name == "nav2d-maml" or "torch" in args.peer:
+        return _bench_nav2d(args)
     from jmeta import bench
 
     setting = {
@@ -423,6 +426,21 @@ def _bench_gmm(args: argparse.Namespace) -> int:
         raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
                          "--chunk-size, --steps-per-call, --inner-steps, --remat, --memory, --compute-dtype or --conv.")
     print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
+    return 0
+
+
+def _bench_nav2d(args: argparse.Namespace) -> int:
+    """``jmeta bench nav2d-maml [--peer torch] [--steps META_ITERATIONS]`` (``jmeta.rl.bench``)."""
+    from jmeta.rl import bench
+
+    if args.name != "nav2d-maml" or set(args.peer) - {"torch"}:
+        raise ValueError(f"--peer torch goes with nav2d-maml only, and nav2d-maml takes no other peer; got {args.name} "
+                         f"with --peer {' '.join(args.peer)}.")
+    python = os.environ.get("PEERS_PY") if args.peer else None
+    if args.peer and not python:
+        raise ValueError('--peer torch needs PEERS_PY (a Python with torch) in the environment; set it with '
+                         f'eval "$(bash {args.peers_dir}/setup-peers.sh)".')
+    print(bench.format_bench(bench.bench_nav2d(iterations=args.steps or 3, peer_python=python)))
     return 0
 
 

@@ -212,7 +212,13 @@ TASK_FAMILIES = Registry(
 # Models: ``builder(config, example_input, outputs) -> Model``; outputs None: an embedding (no head).
 MODELS = Registry("model", properties={"keys": (), "optional_keys": {}})
 # Programs (source systems trained otherwise than episode by episode): ``program(config, workdir) -> results``.
-PROGRAMS = Registry("program", properties={})
+PROGRAMS = Registry(
+    "program",
+    properties={
+        # evaluate(config, workdir) -> results: `jmeta eval` of a run (its checkpoints); None: results.json only
+        "evaluate": None,
+    },
+)
 
 
 def register_learner(name: str, builder: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any):
@@ -253,7 +259,11 @@ def register_model(name: str, builder: Callable[..., Any] | None = None, *, repl
     return MODELS.register(name, builder, replace=replace, **properties)
 
 
-def register_program(name: str, program: Callable[..., Any] | None = None, *, replace: bool = False):
+def register_program(
+    name: str, program: Callable[..., Any] | None = None, *, replace: bool = False, **properties: Any
+):
     """Registers ``program(config, workdir) -> results`` for configs that set ``program=name`` (shaped as
-    :func:`jmeta.systems.common.report` returns them). Usable as a decorator."""
-    return PROGRAMS.register(name, program, replace=replace)
+    :func:`jmeta.systems.common.report` returns them). Property ``evaluate``: ``evaluate(config, workdir) ->
+    results``, what ``jmeta eval --workdir`` runs on a run of the program (``config`` with the command's
+    overrides); without it ``jmeta eval`` refuses the run. Usable as a decorator."""
+    return PROGRAMS.register(name, program, replace=replace, **properties)

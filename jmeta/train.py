@@ -64,6 +64,7 @@ from jmeta.experiment import (
 )
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
+from jmeta.registry import PROGRAMS
 from jmeta.runs import read_config, restore_state, save_model_input
 from jmeta.storage import close_event_writer, disk_full_reported
 from jmeta.tasks.checks import check_finite_tasks
@@ -162,13 +163,18 @@ def evaluate_workdir(
     "evaluations": [results, ...]}``. The published figures are shown only beside results whose ways, shots
     and queries are the run's own. A run without validation (``val_every=0``) has no best checkpoint: its
     latest is used.
+    A program's run (config key ``program``) is evaluated by the ``evaluate`` its program declares
+    (``jmeta.registry.register_program``) on the config with the overrides; one that declares none is refused.
     A workdir that cannot be written (read-only, full) gives the path None and one warning line.
     """
     workdir = Path(workdir)
     config = read_config(workdir)
-    if config.get("program"):  # a source system's run (jmeta.systems.programs): no checkpoint to re-test
-        raise ValueError(f"this workdir holds a run of program {config.program!r}; its results are in results.json; "
-                         "jmeta eval re-tests meta-learner runs.")
+    evaluate_once = _evaluate_once
+    if config.get("program"):  # a source system's run (jmeta.systems.programs): the evaluate its program declares
+        if PROGRAMS[config.program].properties["evaluate"] is None:
+            raise ValueError(f"this workdir holds a run of program {config.program!r}, which declares no evaluate; its "
+                             "results are in results.json; jmeta eval re-tests meta-learner runs.")
+        evaluate_once = _evaluate_program
     sweep: dict[str, tuple[Any, ...]] = {}
     fixed = []
     for override in overrides:
@@ -183,7 +189,7 @@ def evaluate_workdir(
             fixed.append(override)
     combinations = [dict(zip(sweep, values, strict=True)) for values in itertools.product(*sweep.values())]
     evaluations = [
-        _evaluate_once(workdir, config, [*fixed, *(f"{k}={v!r}" for k, v in chosen.items())], best)
+        evaluate_once(workdir, config, [*fixed, *(f"{k}={v!r}" for k, v in chosen.items())], best)
         for chosen in combinations
     ]
     results = (
@@ -191,7 +197,7 @@ def evaluate_workdir(
     )
     # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
     suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
-    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{suffix}.json"
+    path = workdir / f"eval_{'best' if best and config.get('val_every') else 'latest'}{suffix}.json"
     try:
         write_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:  # a read-only or full workdir: the results are still printed
@@ -229,6 +235,14 @@ def _evaluate_once(workdir: Path, run_config: ml_collections.ConfigDict, overrid
         results["published"] = {}
         results["published_source"] = f"not shown: the published figures are for the run's own protocol ({own})"
     return results
+
+
+def _evaluate_program(workdir: Path, run_config: ml_collections.ConfigDict, overrides: list[str], _: bool) -> dict:
+    """One evaluation of a program's run in ``workdir`` with ``overrides``: its program's ``evaluate``."""
+    config = copy.deepcopy(run_config)
+    for override in overrides:
+        apply_override(config, override)
+    return PROGRAMS[config.program].properties["evaluate"](config, workdir)
 
 
 def finish(

@@ -336,8 +336,8 @@ def test_eval_and_plot_of_a_programs_workdir_say_what_it_holds(tmp_path, capsys)
     capsys.readouterr()
     assert main(["eval", "--workdir", str(workdir)]) == 2
     assert capsys.readouterr().err.strip() == (
-        "jmeta eval: error: this workdir holds a run of program 'gmm'; its results are in results.json; "
-        "jmeta eval re-tests meta-learner runs."
+        "jmeta eval: error: this workdir holds a run of program 'gmm', which declares no evaluate; its results are in "
+        "results.json; jmeta eval re-tests meta-learner runs."
     )
     assert main(["plot", "--workdir", str(workdir)]) == 2
     assert capsys.readouterr().err.strip() == (

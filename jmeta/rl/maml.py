@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jmeta.parallel import constrain_tasks, pad_tasks
 from jmeta.rl import policy as pol
 from jmeta.rl.envs import Env
 from jmeta.rl.trpo import trpo_step
@@ -124,11 +125,16 @@ def outer_terms(
 
 class MetaRLState(NamedTuple):
     """Meta-training state: the policy's meta-parameters, the outer optimiser's state (PPO's Adam; ``()``
-    otherwise) and the number of meta-iterations done."""
+    otherwise) and the number of meta-iterations done (int32 scalar; also ``step``, the name
+    :class:`jmeta.checkpoint.Checkpoints` reads)."""
 
     params: PyTree
     opt_state: PyTree
     iteration: jax.Array
+
+    @property
+    def step(self) -> jax.Array:
+        return self.iteration
 
 
 class MetaRL(NamedTuple):
@@ -174,6 +180,7 @@ def maml_rl(
     ppo_epochs: int = 5,
     outer_lr: float = 1e-3,
     test_inner_lr: float | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> MetaRL:
     """MAML-RL as in Finn et al. 2017, sec. 5.3 and App. A.2, with the paper's settings for 2D navigation as
     defaults: a 2 x 100 ReLU Gaussian policy, 20 tasks of 20 episodes per meta-iteration, one inner
@@ -202,6 +209,11 @@ def maml_rl(
         test_inner_lr: the step size of the second and later inner steps in ``adapt_and_rollout`` (evaluation);
             default ``inner_lr / 2``: "halving the learning rate after the first gradient step produced superior
             performance" (the paper, App. A.2).
+        mesh: a one-axis mesh (:func:`jmeta.parallel.task_mesh`) whose devices share each meta-iteration's tasks
+            (rollouts, inner steps and the outer objective's terms; the parameters are replicated, ``step``'s
+            outputs too). A meta-batch that does not divide over it is padded with copies of its first tasks of
+            weight 0, so the tasks and every mean are those of one device, up to the order of the sums. None: the
+            default device.
 
     Raises:
         ValueError: naming the argument, for a choice not among those allowed or a non-positive size or step.
@@ -223,7 +235,7 @@ def maml_rl(
             raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}.")
     hidden = tuple(positive_int("hidden", h) for h in hidden)
     test_inner_lr = inner_lr / 2 if test_inner_lr is None else positive_float("test_inner_lr", test_inner_lr)
-    config = {k: v for k, v in locals().items() if k not in ("env", "name", "value")}  # the settings, checked
+    config = {k: v for k, v in locals().items() if k not in ("env", "name", "value", "mesh")}  # the settings, checked
     train_steps = 0 if algorithm == "pretrain" else inner_steps
     first_order = algorithm == "fomaml"
     ppo = optax.adam(outer_lr)
@@ -266,29 +278,42 @@ def maml_rl(
         adapted = adapt(params, data["batches"], data["advs"], inner_lr, first_order)
         return outer_terms(adapted, data["post"], data["post_adv"], data["old_loc"], data["old_scale"], ppo_clip)
 
+    groups = 1 if mesh is None else mesh.size
+    padded_tasks = -(-num_tasks // groups) * groups  # the meta-batch padded to a multiple of the devices
+    split = (lambda x: x) if groups == 1 else functools.partial(constrain_tasks, mesh=mesh)
+
+    def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+        """The mean over the real tasks of per-task ``values`` (leading axis: the padded tasks)."""
+        return jnp.tensordot(weights, values, axes=1) / num_tasks
+
     def step(state: MetaRLState, key: jax.Array) -> tuple[MetaRLState, dict[str, jax.Array]]:
         task_key, rollout_key = jax.random.split(key)
-        tasks = env.sample_tasks(task_key, num_tasks)
-        data = jax.vmap(sample_task_data, in_axes=(None, 0, 0))(
-            state.params, tasks, jax.random.split(rollout_key, num_tasks)
+        index = pad_tasks(jnp.arange(num_tasks), groups)  # the same tasks whatever the device count
+        weights = (jnp.arange(padded_tasks) < num_tasks).astype(jnp.float32)
+        tasks, keys = jax.tree.map(
+            lambda a: split(a[index]), (env.sample_tasks(task_key, num_tasks), jax.random.split(rollout_key, num_tasks))
         )
-        metrics = {"return_before": jnp.mean(data["return_before"]), "return_after": jnp.mean(data["return_after"])}
+        data = jax.vmap(sample_task_data, in_axes=(None, 0, 0))(state.params, tasks, keys)
+        metrics = {name: weighted_mean(data[name], weights) for name in ("return_before", "return_after")}
+        by_device = jax.tree.map(lambda a: split(a.reshape(groups, -1, *a.shape[1:])), data)
 
-        def terms(params: PyTree, data: dict[str, Any]) -> tuple[jax.Array, jax.Array, jax.Array]:
-            # a loop over tasks rather than vmap: one task's activations stay in cache (29 -> 23 s a meta-iteration
-            # at the paper's sizes on the loaded 2-core CPU)
-            return jax.lax.map(lambda task_data: per_task_terms(params, task_data), data)
+        def terms(params: PyTree) -> tuple[jax.Array, jax.Array, jax.Array]:
+            """The means over the tasks of (surrogate, clipped surrogate, KL). Each device loops over its tasks
+            (lax.map) rather than vmapping them: one task's activations stay in cache (29 -> 23 s a meta-iteration
+            at the paper's sizes on the loaded 2-core CPU)."""
+            per_task = jax.vmap(lambda group: jax.lax.map(lambda task: per_task_terms(params, task), group))(by_device)
+            return tuple(weighted_mean(x.reshape(-1), weights) for x in per_task)
 
         zero = jnp.zeros(())
         if algorithm == "reptile":
-            delta = jax.tree.map(lambda a, p: jnp.mean(a, axis=0) - p, data["adapted"], state.params)
-            params = jax.tree.map(lambda p, d: p + outer_lr * d, state.params, delta)
+            params = jax.tree.map(lambda a, p: p + outer_lr * (weighted_mean(a, weights) - p), data["adapted"],
+                                  state.params)
             metrics |= {"improvement": zero, "kl": zero, "fraction": jnp.ones(()), "backtracks": zero}
             return MetaRLState(params, state.opt_state, state.iteration + 1), metrics
         if outer == "trpo":
             params, info = trpo_step(
-                lambda p: jnp.mean(terms(p, data)[0]),
-                lambda p: jnp.mean(terms(p, data)[2]),
+                lambda p: terms(p)[0],
+                lambda p: terms(p)[2],
                 state.params,
                 max_kl=max_kl,
                 cg_iterations=cg_iterations,
@@ -300,13 +325,13 @@ def maml_rl(
 
         def epoch(carry: tuple, _: None) -> tuple[tuple, None]:
             params, opt_state = carry
-            gradient = jax.grad(lambda p: -jnp.mean(terms(p, data)[1]))(params)
+            gradient = jax.grad(lambda p: -terms(p)[1])(params)
             updates, opt_state = ppo.update(gradient, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 
-        before = jnp.mean(terms(state.params, data)[1])
+        before = terms(state.params)[1]
         (params, opt_state), _ = jax.lax.scan(epoch, (state.params, state.opt_state), None, length=ppo_epochs)
-        _, clipped, kl = (jnp.mean(x) for x in terms(params, data))
+        _, clipped, kl = terms(params)
         metrics |= {"improvement": clipped - before, "kl": kl, "fraction": jnp.ones(()), "backtracks": zero}
         return MetaRLState(params, opt_state, state.iteration + 1), metrics
 
@@ -319,12 +344,13 @@ def maml_rl(
         return jnp.stack(returns)
 
     returns = jax.jit(jax.vmap(adapt_and_rollout, in_axes=(None, 0, 0, None)), static_argnums=3)
-    return MetaRL(init, jax.jit(step), returns, env, config)
+    replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return MetaRL(init, jax.jit(step, out_shardings=replicated), returns, env, config)
 
 
 class TrainingLog(NamedTuple):
-    """What :func:`meta_train` did: the final ``state``, one metrics dict (floats) per meta-iteration, the first
-    call's ``compile_seconds`` (compilation and one meta-iteration) and the ``seconds`` of the others."""
+    """What :func:`meta_train` did: the final ``state``, one metrics dict (floats) per meta-iteration it ran, the
+    ``compile_seconds`` of compiling the meta-iteration and the ``seconds`` of running them."""
 
     state: MetaRLState
     history: list[dict[str, float]]
@@ -332,8 +358,8 @@ class TrainingLog(NamedTuple):
     seconds: float
 
     def iterations_per_second(self) -> float:
-        """Meta-iterations per second after the first (compiled) one; NaN with fewer than two."""
-        return (len(self.history) - 1) / self.seconds if len(self.history) > 1 and self.seconds > 0 else float("nan")
+        """Meta-iterations per second, compilation excluded; NaN without any."""
+        return len(self.history) / self.seconds if self.history and self.seconds > 0 else float("nan")
 
 
 def env_steps_per_iteration(meta: MetaRL) -> int:
@@ -350,16 +376,32 @@ def meta_train(
     iterations: int,
     seconds: float | None = None,
     state: MetaRLState | None = None,
-    on_iteration: Callable[[int, dict[str, float]], None] | None = None,
+    on_iteration: Callable[[int, dict[str, float], MetaRLState], None] | None = None,
 ) -> TrainingLog:
-    """Runs up to ``iterations`` meta-iterations (stopping after ``seconds`` of wall time, the compilation
-    included, when given) from ``state`` (default ``meta.init`` of a key split from ``key``); iteration ``i`` uses
-    ``jax.random.fold_in(key, i)``. ``on_iteration(i, metrics)`` is called after each.
+    """Runs meta-iterations from ``state.iteration`` until ``iterations`` are done, or until ``seconds`` of wall
+    time (compilation included) have passed when given. ``state`` defaults to ``meta.init`` of a key split from
+    ``key``. Iteration ``i``, counted over the whole run, uses ``jax.random.fold_in(key, i)`` with that same split
+    ``key``: training resumed from a saved state and the same ``key`` continues the uninterrupted run exactly.
+    ``on_iteration(i, metrics, state)`` is called after each with the new state (to log or checkpoint it).
+
+    The meta-iteration is compiled ahead with Ctrl-C held back (an interrupt inside XLA's compiler can crash the
+    process on exit); a Ctrl-C then raises ``KeyboardInterrupt`` between iterations at the latest, also when
+    Python dropped the exception where it was raised (:func:`jmeta.checkpoint.interrupts_remembered`).
 
     Raises:
         ValueError: naming the argument, for a non-positive ``iterations`` or ``seconds``.
+
+    Example::
+
+        >>> from jmeta.rl.envs import nav2d
+        >>> meta = maml_rl(nav2d(horizon=5), hidden=(4,), num_tasks=2, trajectories=2, algorithm="reptile")
+        >>> log = meta_train(meta, jax.random.key(0), 2)  # doctest: +SKIP
+        >>> int(log.state.iteration), len(log.history)  # doctest: +SKIP
+        (2, 2)
     """
     import time
+
+    from jmeta.checkpoint import interrupt_deferred, interrupts_remembered
 
     iterations = positive_int("iterations", iterations)
     if seconds is not None:
@@ -367,15 +409,21 @@ def meta_train(
     init_key, key = jax.random.split(key)
     state = meta.init(init_key) if state is None else state
     history: list[dict[str, float]] = []
+    first = int(state.iteration)
+    if first >= iterations:
+        return TrainingLog(state, history, 0.0, 0.0)
     start = time.perf_counter()
-    compile_seconds = 0.0
-    for i in range(iterations):
-        state, metrics = meta.step(state, jax.random.fold_in(key, i))
-        history.append({name: float(value) for name, value in metrics.items()})  # waits for the step
-        if i == 0:
-            compile_seconds = time.perf_counter() - start
-        if on_iteration is not None:
-            on_iteration(i, history[-1])
-        if seconds is not None and time.perf_counter() - start >= seconds:
-            break
+    with interrupts_remembered() as interrupted:
+        with interrupt_deferred():
+            step = meta.step.lower(state, jax.random.fold_in(key, first)).compile()
+        compile_seconds = time.perf_counter() - start
+        for i in range(first, iterations):
+            if interrupted:  # a Ctrl-C whose KeyboardInterrupt was dropped where it was raised
+                raise KeyboardInterrupt
+            state, metrics = step(state, jax.random.fold_in(key, i))
+            history.append({name: float(value) for name, value in metrics.items()})  # waits for the step
+            if on_iteration is not None:
+                on_iteration(i, history[-1], state)
+            if seconds is not None and time.perf_counter() - start >= seconds:
+                break
     return TrainingLog(state, history, compile_seconds, time.perf_counter() - start - compile_seconds)

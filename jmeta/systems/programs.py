@@ -33,6 +33,7 @@ from typing import Any
 
 import ml_collections
 
+from jmeta.lock import workdir_lock
 from jmeta.registry import PROGRAMS, register_program
 from jmeta.systems import distill, gmm, maml_mlp, multitask, selection, supervised
 from jmeta.train import prepare_workdir, write_atomically
@@ -65,7 +66,8 @@ def run_program(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[
     if config.program not in PROGRAMS:
         raise ValueError(PROGRAMS.unknown(config.program))
     program = PROGRAMS[config.program].builder
-    workdir = prepare_workdir(workdir, config)
-    results = program(config, workdir)
-    write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
+    with workdir_lock(workdir):  # one run at a time writes to a workdir, as jmeta.train's
+        workdir = prepare_workdir(workdir, config)
+        results = program(config, workdir)
+        write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
