@@ -63,6 +63,7 @@ from jmeta.experiment import (
 )
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
+from jmeta.population import evaluate_population_workdir, format_population, is_population, train_population
 from jmeta.runs import read_config, restore_state, save_model_input
 from jmeta.storage import close_event_writer, disk_full_reported
 from jmeta.tasks.checks import check_finite_tasks
@@ -109,6 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
             "(as `jmeta train` does), not train_and_evaluate."
         )
+    if is_population(config):  # seeds or sweep: many runs in one program
+        return train_population(config, workdir)
     check_config(config)
     fix_schedule(config, Path(workdir))
     experiment = build(config)  # reads only: a bad config leaves no workdir behind
@@ -167,6 +170,8 @@ def evaluate_workdir(
     if config.get("program"):  # a source system's run (jmeta.systems.programs): no checkpoint to re-test
         raise ValueError(f"this workdir holds a run of program {config.program!r}; its results are in results.json; "
                          "jmeta eval re-tests meta-learner runs.")
+    if is_population(config):  # member=K or all members
+        return evaluate_population_workdir(workdir, overrides, best=best)
     sweep: dict[str, tuple[Any, ...]] = {}
     fixed = []
     for override in overrides:
@@ -553,6 +558,8 @@ def _inner_lr(config: ml_collections.ConfigDict) -> Any:
 def format_results(results: dict[str, Any]) -> str:
     """A plain-text table of meta-test results beside the published numbers (one table per evaluation of a
     sweep); diverged (non-finite) tasks are counted after the estimate, which is over the other tasks."""
+    if "settings" in results:  # a population's
+        return format_population(results)
     if "evaluations" in results:
         return "\n\n".join(format_results(evaluation) for evaluation in results["evaluations"])
     names = list(next(iter(results["results"].values())))
