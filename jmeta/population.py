@@ -67,11 +67,13 @@ from jmeta.experiment import (
 )
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
 from jmeta.nn import PyTree
+from jmeta.registry import nearest
 from jmeta.validation import positive_int
 
 POPULATION_AXIS = "population"
 # Swept keys are traced: keys that size arrays or loops (ints, tuples, strings) cannot be.
 ALWAYS_SWEEPABLE = ("meta_lr",)
+NEVER_VALIDATED = np.iinfo(np.int32).max  # a member's best_diverged before its first validation
 
 
 class Member(NamedTuple):
@@ -143,7 +145,11 @@ def check_population(config: ml_collections.ConfigDict, parts: Components) -> No
     allowed = sweepable_keys(config, parts)
     for key, values in sweep.items():
         if key not in allowed:
-            why = "is not a key of this config" if key not in config else f"is {config[key]!r}, not a float"
+            why = (
+                f"is not a key of this config{nearest(key, allowed)}"
+                if key not in config
+                else (f"is {config[key]!r}, not a float")
+            )
             raise ValueError(
                 f"sweep key {key!r} cannot be swept: it {why}, and a sweep's values are traced in one compiled "
                 f"program, so only floating-point keys that change no shape or loop count can vary. Keys that can "
@@ -158,7 +164,10 @@ def check_population(config: ml_collections.ConfigDict, parts: Components) -> No
         if len(set(values)) != len(values):
             raise ValueError(f"sweep[{key!r}] holds a value twice: {tuple(values)!r}.")
     for member in members(config)[:: config.get("seeds") or 1]:  # one per setting: its values are checked
-        check_config(member_config(config, member))
+        try:
+            check_config(member_config(config, member))
+        except ValueError as error:
+            raise ValueError(f"the sweep's setting {member.setting}: {error}") from error
 
 
 def members(config: ml_collections.ConfigDict) -> list[Member]:
@@ -240,8 +249,10 @@ def build_population(
     population = members(config)
     experiments = []
     for member in population[:: config.get("seeds") or 1]:
-        single = member_config(config, member)
-        experiments.append(Experiment(family, *build_learner(single, family, parts)))
+        try:
+            experiments.append(Experiment(family, *build_learner(member_config(config, member), family, parts)))
+        except ValueError as error:
+            raise ValueError(f"the sweep's setting {member.setting}: {error}") from error
     swept = list(config.get("sweep") or {})
     values = {key: jnp.asarray([m.setting[key] for m in population], jnp.float32) for key in swept}
     keys = jax.tree.map(lambda *k: jnp.stack(k), *[run_keys(m.seed) for m in population])
@@ -272,7 +283,7 @@ def build_population(
         abstract = jax.eval_shape(init, keys.init, values)
         if family.sample_train is not None:
             jax.eval_shape(update, abstract, keys.train, values, family.sample_train)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError, TypeError) as error:
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as error:
         raise ValueError(
             f"the sweep's keys {swept} cannot all be traced by learner {config.learner!r} or model "
             f"{config.model!r} (its builder needs a concrete value: {type(error).__name__}); sweep other keys, or "
@@ -292,7 +303,7 @@ def init_population(population: Population) -> PopulationState:
         jax.tree.map(jnp.copy, states.params),  # own buffers: the step donates the state
         jax.tree.map(jnp.copy, states.model_state),
         jnp.full(size, worst, jnp.float32),
-        jnp.full(size, np.iinfo(np.int32).max, jnp.int32),
+        jnp.full(size, NEVER_VALIDATED, jnp.int32),
         jnp.zeros(size, jnp.int32),
     )
 
@@ -339,9 +350,10 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
 
 def member_state(state: PopulationState, k: int, *, best: bool) -> TrainState:
     """Member ``k``'s ``TrainState``: its best by validation (``best``; its last finite state without
-    validation) or its current state (as at its last finite step if it stopped), with the step reached."""
+    validation, or if it stopped before its first validation) or its current state (as at its last finite
+    step if it stopped), with the step reached."""
     current = jax.tree.map(lambda a: a[k], state.members)
-    if best:
+    if best and int(state.best_diverged[k]) != NEVER_VALIDATED:
         pick = functools.partial(jax.tree.map, lambda a: a[k])
         return current._replace(
             step=state.best_step[k], params=pick(state.best_params), model_state=pick(state.best_model_state)
@@ -383,6 +395,7 @@ def train_population(config: ml_collections.ConfigDict, workdir: str | Path) -> 
         finally:
             checkpoints.close()
         results = population_results(population, state)
+        results["population"]["mesh"] = dict(population.mesh.shape)  # the devices it trained on
         if is_main_process():
             write_atomically(workdir / "results.json", json.dumps(results, indent=2) + "\n")
         return results
@@ -513,9 +526,7 @@ def _validate_members(
         if not math.isfinite(value):
             value = -math.inf if metric in HIGHER_IS_BETTER else math.inf
         sign = -1 if metric in HIGHER_IS_BETTER else 1
-        if (found["val_diverged"], sign * value) < (diverged[k], sign * values[k]) or diverged[k] == np.iinfo(
-            np.int32
-        ).max:
+        if diverged[k] == NEVER_VALIDATED or (found["val_diverged"], sign * value) < (diverged[k], sign * values[k]):
             better[k], values[k], diverged[k] = True, value, found["val_diverged"]
     mask = jnp.asarray(better)
     state = state._replace(
@@ -564,6 +575,8 @@ def population_results(
             checkpoint = f"latest checkpoint (--last), step {int(tested.step)}"
         elif not config.val_every:
             checkpoint = f"last finite (no validation: val_every=0), step {int(tested.step)}"
+        elif int(state.best_diverged[k]) == NEVER_VALIDATED:
+            checkpoint = f"last finite (stopped before its first validation), step {int(tested.step)}"
         results = meta_test(single, experiment, tested, population.keys.test[k], checkpoint=checkpoint)
         records.append(
             {
@@ -572,8 +585,8 @@ def population_results(
                 "setting": member.setting,
                 "stopped_at": int(stopped_at[k]) or None,
                 f"best_val_{config.val_metric}": float(best_value[k]) if config.val_every else None,
+                "checkpoint": results["protocol"]["checkpoint"],
                 "results": results["results"],
-                "protocol": results["protocol"],
             }
         )
     settings = []
@@ -599,8 +612,11 @@ def population_results(
                 "results": summary,
             }
         )
-    protocol = dict(records[0]["protocol"])
-    protocol.pop("seed")
+    protocol = dict(results["protocol"])  # the last member's: the same for all but the seed and checkpoint
+    protocol["seed"] = f"config.seed + 0..seeds-1 ({config.seed} to {config.seed + (config.get('seeds') or 1) - 1})"
+    protocol["checkpoint"] = "each member's own (members[i].checkpoint)"
+    if "inner_lr" in (config.get("sweep") or {}):
+        protocol["inner_lr"] = "each setting's (settings[i].setting)"
     protocol["ci_across_seeds"] = "95%, Student's t(seeds - 1) * std(ddof=1) / sqrt(seeds), over the members' means"
     protocol["ci_tasks"] = "the mean of the members' per-task 95% CIs (1.96 * std / sqrt(tasks))"
     return {
@@ -660,6 +676,14 @@ def _best_setting(config: ml_collections.ConfigDict, settings: list[dict[str, An
     }
 
 
+def _seeds_cell(estimate: dict[str, Any]) -> str:
+    """``mean ± CI across seeds [mean per-task CI]`` (``n/a`` for one seed), 42 characters."""
+    if not math.isfinite(estimate["mean"]):
+        return f"{'diverged (every seed)':>42}"
+    across = f"{estimate['ci95_seeds']:<8.4f}" if math.isfinite(estimate["ci95_seeds"]) else f"{'n/a':<8}"
+    return f"{estimate['mean']:>17.4f} ± {across} [{estimate['ci95_tasks']:.4f}]     "
+
+
 def format_population(results: dict[str, Any]) -> str:
     """A plain-text table: one line per setting and inner-step count (mean over seeds ± 95% CI across seeds,
     then the mean per-task CI), the members that stopped, and the best setting by validation."""
@@ -674,18 +698,17 @@ def format_population(results: dict[str, Any]) -> str:
         label = ", ".join(f"{k}={v}" for k, v in setting["setting"].items()) or "(config)"
         label += f" x{len(setting['seeds'])} seeds"
         for steps, by_metric in setting["results"].items():
-            cells = "  ".join(
-                f"{e['mean']:>17.4f} ± {e['ci95_seeds']:<8.4f} [{e['ci95_tasks']:.4f}]" + " " * 5
-                for e in by_metric.values()
-            )
+            cells = "  ".join(_seeds_cell(e) for e in by_metric.values())
             published = results["published"].get(steps, "")
             lines.append(f"{label:<28} {steps:>5}  {cells}  {published:>9}")
         if setting["stopped"]:
             lines.append(f"  members stopped (non-finite): {setting['stopped']}")
     for member in results["members"]:
         if member["stopped_at"]:
+            setting = "".join(f", {k}={v}" for k, v in member["setting"].items())
             lines.append(
-                f"member {member['member']} (seed {member['seed']}) stopped at meta-step {member['stopped_at']}"
+                f"member {member['member']} (seed {member['seed']}{setting}) became non-finite at meta-step "
+                f"{member['stopped_at']}; tested as {member['checkpoint']}"
             )
     if results["best_setting"]:
         lines.append(
