@@ -339,8 +339,10 @@ def population_step(population: Population) -> Any:
     def steps(state: PopulationState, sampler: Any, count: int) -> tuple[PopulationState, dict[str, jax.Array]]:
         return jax.lax.scan(lambda s, _: one_step(s, sampler), state, length=count)
 
-    sharding = member_sharding(population.mesh)
-    return jax.jit(steps, static_argnums=2, donate_argnums=0, out_shardings=(sharding, sharding))
+    per_step = NamedSharding(population.mesh, PartitionSpec(None, POPULATION_AXIS))  # metrics: (count, members)
+    return jax.jit(
+        steps, static_argnums=2, donate_argnums=0, out_shardings=(member_sharding(population.mesh), per_step)
+    )
 
 
 def member_sharding(mesh: Mesh) -> NamedSharding:
@@ -466,7 +468,8 @@ def meta_train_population(
                     reported.add(k)
                     tqdm.write(
                         f"{_member_label(population, population.members[k])} became non-finite at meta-step "
-                        f"{stopped_at[k]}: frozen as at step {stopped_at[k] - 1}; the other members go on"
+                        f"{stopped_at[k]}: frozen as at step {stopped_at[k] - 1}; the other members go on",
+                        file=sys.stderr,
                     )
                 if not running.any():
                     raise NonFiniteError(
