@@ -823,3 +823,38 @@ def load_member(workdir: Path, config: ml_collections.ConfigDict, member: int | 
     single = member_config(config, population.members[k])
     name = "best" if best and config.val_every else "latest"
     return Run(experiment.learner, tested.params, tested.model_state, single, int(tested.step), name, input_shape)
+
+
+def population_curves(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> Any:
+    """A matplotlib figure of a population's ``metrics.jsonl`` records: one panel per logged quantity, one
+    colour per member (``labels``), meta-training as lines and validation as dashed lines with markers; a
+    stopped member's curve ends where it became non-finite."""
+    from jmeta.plotting import _pyplot
+
+    skip = {"step", "tasks_per_s", "stopped", "val_diverged"}
+    quantities = sorted({name.removeprefix("val_") for r in records for name in r if name not in skip})
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.6), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, name in zip(axes[0], quantities, strict=True):
+        for k, label in enumerate(labels):
+            colour = colours[k % len(colours)]
+            stopped = records[-1]["stopped"][k]
+            label += f" (non-finite at step {stopped})" if stopped else ""
+            axis.plot([], [], "-", color=colour, label=label)  # in the legend even if it stopped before any point
+            for key, style in ((name, "-"), (f"val_{name}", "--.")):
+                points = [(r["step"], r[key][k]) for r in records if key in r and r[key][k] is not None]
+                if points:
+                    axis.plot(*zip(*points, strict=True), style, color=colour)
+        axis.set_xlabel("meta-step")
+        axis.set_title(f"{name} (dashed: validation)")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def member_labels(config: ml_collections.ConfigDict) -> list[str]:
+    """``"k: seed S, key=value"`` for each member of ``config``'s population."""
+    return [
+        f"{m.index}: seed {m.seed}" + "".join(f", {k}={v:g}" for k, v in m.setting.items()) for m in members(config)
+    ]
