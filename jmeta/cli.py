@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides",
         nargs="*",
         help="evaluation overrides: eval_tasks, eval_steps, eval_ways, eval_shots, eval_queries, eval_batch_norm "
-        "(transductive, support or running), devices, e.g. eval_tasks=1000",
+        "(transductive, support or running), devices, e.g. eval_tasks=1000; member=K for one member of a population",
     )
     _add_process_flags(evaluate)
 
