@@ -759,7 +759,7 @@ def evaluate_population_workdir(
     (``jmeta.train.EVAL_OVERRIDES``, one value each), and writes ``eval_<checkpoint>[_<overrides>].json``.
     Returns the results (:func:`population_results`) and that path (None if it could not be written)."""
     from jmeta.runs import read_config
-    from jmeta.train import EVAL_OVERRIDES, write_atomically
+    from jmeta.train import EVAL_OVERRIDES, eval_suffix, write_atomically
 
     workdir = Path(workdir)
     config = read_config(workdir)
@@ -785,8 +785,7 @@ def evaluate_population_workdir(
     test_only.val_every = 0  # no validation sampler
     population, state = restore_population(workdir, tested, build(test_only).family)
     results = population_results(population, state, selected=chosen, best=best and bool(config.val_every))
-    suffix = "".join(f"_{item}".replace(" ", "") for item in overrides)
-    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{suffix}.json"
+    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{eval_suffix(overrides)}.json"
     try:
         write_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:

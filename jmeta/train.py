@@ -192,15 +192,19 @@ def evaluate_workdir(
     results = (
         evaluations[0] if not sweep else {"sweep": {k: list(v) for k, v in sweep.items()}, "evaluations": evaluations}
     )
-    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
-    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
-    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{suffix}.json"
+    path = workdir / f"eval_{'best' if best and config.val_every else 'latest'}{eval_suffix(overrides)}.json"
     try:
         write_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:  # a read-only or full workdir: the results are still printed
         print(f"jmeta eval: warning: could not write {path} ({error}); the results are printed only", file=sys.stderr)
         return results, None
     return results, path
+
+
+def eval_suffix(overrides: Sequence[str]) -> str:
+    """The overrides in an eval file's name, e.g. ``_eval_tasks=1000_eval_steps=1-5`` for ``eval_tasks=1000``
+    ``"eval_steps=(1, 5)"``."""
+    return "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
 
 
 SWEEPABLE = ("eval_ways", "eval_shots", "eval_queries")  # jmeta eval keys that take several values at once
