@@ -150,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         "sklearn: scikit-learn's GaussianMixture, for gmm-em",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
+    bench.add_argument(
+        "--population",
+        type=int,
+        help="N members as one program (vmap and lax.map over members) against N sequential runs, with the "
+        "memory per member (jmeta.population_bench)",
+    )
 
     args, extra = parser.parse_known_args(argv)
     takes_overrides = args.command in ("train", "eval")
@@ -377,6 +383,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     default_steps, default_per_call = bench.DEFAULTS[args.name]
     steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
+    if args.population is not None:  # one population program against N sequential runs
+        from jmeta import population_bench
+
+        results = population_bench.compare(args.name, args.population, steps=steps, steps_per_call=per_call, **setting)
+        print(population_bench.report(args.name, results))
+        return 0
     if args.peer and args.name not in PEER_SCRIPTS:
         raise ValueError(f"--peer needs a workload with a PyTorch peer ({', '.join(PEER_SCRIPTS)}); got {args.name}.")
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}

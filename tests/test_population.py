@@ -219,3 +219,19 @@ def test_members_cross_settings_with_seeds_and_the_mesh_takes_members_first():
     assert dict(population_mesh(devices, 6).shape) == {"population": 2, "tasks": 4}
     assert dict(population_mesh(devices, 8).shape) == {"population": 8, "tasks": 1}
     assert dict(population_mesh(devices, 3).shape) == {"population": 1, "tasks": 8}
+
+
+@pytest.mark.parametrize("how", ["vmap", "map"])
+def test_the_bench_population_step_is_each_members_own_step(how):
+    from jmeta import bench
+    from jmeta.population_bench import population_update
+
+    trainer, _, tasks = bench.build("sinusoid-maml")
+    keys = jax.random.split(jax.random.key(0), 2)
+    stacked = jax.tree.map(lambda a: np.stack([a, a[::-1]]), tasks)  # each member its own task order
+    states, metrics = jax.jit(population_update(trainer, how))(jax.vmap(trainer.init)(keys), stacked)
+    for k in range(2):
+        state, own = trainer.update(trainer.init(keys[k]), jax.tree.map(lambda a, k=k: a[k], stacked))
+        np.testing.assert_allclose(metrics["loss"][k], own["loss"], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(state.params), strict=True):
+            np.testing.assert_allclose(a[k], b, rtol=1e-5, atol=1e-7)
