@@ -91,7 +91,8 @@ class PopulationState(NamedTuple):
     ``members``: the members' ``TrainState`` (a member stopped for non-finite values keeps the state of its
     last finite step, but its ``step`` goes on with the population's); ``best_*``: the step, parameters and
     model state of each member's best validation so far, with its value and count of diverged validation
-    tasks (the last finite state without validation); ``stopped_at``: the meta-step at which a member became
+    tasks (``best_diverged`` is ``NEVER_VALIDATED`` before its first validation, and the member's current
+    state then stands for its best); ``stopped_at``: the meta-step at which a member became
     non-finite, 0 while it trains."""
 
     members: TrainState
@@ -325,16 +326,8 @@ def population_step(population: Population) -> Any:
         kept = finite & running
         members_state = _where(kept, new, state.members)._replace(step=new.step)
         stopped_at = jnp.where(running & ~finite, new.step, state.stopped_at)
-        # Without validation, a member's best is its last finite state.
-        best = {}
-        if not population.config.val_every:
-            best = dict(
-                best_step=jnp.where(kept, new.step, state.best_step),
-                best_params=members_state.params,
-                best_model_state=members_state.model_state,
-            )
         metrics = {name: jnp.where(kept, value, jnp.nan) for name, value in metrics.items()}
-        return state._replace(members=members_state, stopped_at=stopped_at, **best), metrics
+        return state._replace(members=members_state, stopped_at=stopped_at), metrics
 
     def steps(state: PopulationState, sampler: Any, count: int) -> tuple[PopulationState, dict[str, jax.Array]]:
         return jax.lax.scan(lambda s, _: one_step(s, sampler), state, length=count)
