@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
     predict.add_argument("--workdir", help="a workdir written by `jmeta train` (instead of an artifact)")
     predict.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="with --workdir")
+    predict.add_argument("--member", type=int, help="with --workdir of a population: the member K to predict with")
     predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
     predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
     predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
@@ -298,7 +299,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         )
     if not args.support and not (args.support_x and args.support_y):
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
-    run = runs.load_run(args.workdir, args.checkpoint)
+    run = runs.load_run(args.workdir, args.checkpoint, member=args.member)
     class_names: list[str] = []
     if args.support and run.config.task not in data.dataset_names():
         raise ValueError(

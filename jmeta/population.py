@@ -804,7 +804,7 @@ def load_member(workdir: Path, config: ml_collections.ConfigDict, member: int | 
     if member is None:
         raise ValueError(
             f"{str(workdir)!r} holds a population of {len(members(config))} members: pass member=K "
-            "(jmeta.load_run(workdir, member=K))."
+            "(jmeta.load_run(workdir, member=K), jmeta predict --workdir DIR --member K)."
         )
     (k,) = selected_members(config, member)
     input_shape = model_input_shape(workdir, config)
