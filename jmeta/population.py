@@ -279,18 +279,28 @@ def build_population(
 
         return jax.vmap(one, spmd_axis_name=POPULATION_AXIS)(states, train_keys, values)
 
-    result = Population(config, population, experiments, values, keys, mesh, init, update)
-    try:
-        abstract = jax.eval_shape(init, keys.init, values)
-        if family.sample_train is not None:
-            jax.eval_shape(update, abstract, keys.train, values, family.sample_train)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as error:
+    def probe(member_values: dict[str, jax.Array]) -> Any:  # one member's init and meta-step
+        state = trainer(member_values).init(keys.init[0])
+        if family.sample_train is None:
+            return state
+        tasks = family.sample_train(keys.train[0], config.meta_batch)
+        return trainer(member_values).update(state, tasks)
+
+    refused = {}
+    for key in swept:  # each key alone, to name the ones a builder cannot trace
+        try:
+            jax.eval_shape(probe, {key: values[key][0]})
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as error:
+            refused[key] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    if refused:
         raise ValueError(
-            f"the sweep's keys {swept} cannot all be traced by learner {config.learner!r} or model "
-            f"{config.model!r} (its builder needs a concrete value: {type(error).__name__}); sweep other keys, or "
-            f"run one population per value. Error: {str(error).splitlines()[0]}"
-        ) from error
-    return result
+            f"sweep keys {list(refused)} cannot be traced by learner {config.learner!r} or model {config.model!r}: "
+            "its builder needs a concrete value "
+            f"({'; '.join(f'{key}: {why}' for key, why in refused.items())}). Sweep other keys "
+            f"({', '.join(k for k in sweepable_keys(config, parts) if k not in refused)}), or run one population per "
+            "value."
+        )
+    return Population(config, population, experiments, values, keys, mesh, init, update)
 
 
 def init_population(population: Population) -> PopulationState:
