@@ -232,7 +232,7 @@ def test_the_bench_population_step_is_each_members_own_step(how):
     stacked = jax.tree.map(lambda a: np.stack([a, a[::-1]]), tasks)  # each member its own task order
     states, metrics = jax.jit(population_update(trainer, how))(jax.vmap(trainer.init)(keys), stacked)
     for k in range(2):
-        state, own = trainer.update(trainer.init(keys[k]), jax.tree.map(lambda a, k=k: a[k], stacked))
+        state, own = jax.jit(trainer.update)(trainer.init(keys[k]), jax.tree.map(lambda a, k=k: a[k], stacked))
         np.testing.assert_allclose(metrics["loss"][k], own["loss"], rtol=1e-5)
         for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(state.params), strict=True):
             np.testing.assert_allclose(a[k], b, rtol=1e-5, atol=1e-7)
