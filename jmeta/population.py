@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -104,9 +105,15 @@ class PopulationState(NamedTuple):
     stopped_at: jax.Array
 
     @property
-    def step(self) -> jax.Array:
+    def step(self) -> int:
         """The population's meta-step (every member's ``step``)."""
-        return self.members.step[0]
+        return int(on_host(self.members.step)[0])
+
+
+def on_host(array: jax.Array) -> np.ndarray:
+    """The whole of ``array`` as a NumPy array on every process, also when it spans other processes'
+    devices (every process must call it)."""
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def is_population(config: ml_collections.ConfigDict) -> bool:
@@ -353,18 +360,29 @@ def member_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(POPULATION_AXIS))
 
 
-def member_state(state: PopulationState, k: int, *, best: bool) -> TrainState:
-    """Member ``k``'s ``TrainState``: its best by validation (``best``; its last finite state without
-    validation, or if it stopped before its first validation) or its current state (as at its last finite
-    step if it stopped), with the step reached."""
-    current = jax.tree.map(lambda a: a[k], state.members)
-    if best and int(state.best_diverged[k]) != NEVER_VALIDATED:
-        pick = functools.partial(jax.tree.map, lambda a: a[k])
-        return current._replace(
-            step=state.best_step[k], params=pick(state.best_params), model_state=pick(state.best_model_state)
-        )
-    stopped = int(state.stopped_at[k])
-    return current._replace(step=jnp.asarray(stopped - 1, jnp.int32)) if stopped else current
+def member_state(population: Population, state: PopulationState, k: int, *, best: bool) -> TrainState:
+    """Member ``k``'s ``TrainState``, whole on every device of the population's mesh: its best by validation
+    (``best``; its last finite state without validation, or if it stopped before its first validation) or its
+    current state (as at its last finite step if it stopped), with the step reached."""
+    validated = int(on_host(state.best_diverged)[k]) != NEVER_VALIDATED
+    return _member_picker(population.mesh)(state, k, best and validated, int(on_host(state.stopped_at)[k]))
+
+
+@functools.cache
+def _member_picker(mesh: Mesh) -> Any:
+    """``pick(state, k, best, stopped_at)``, compiled once per mesh (and value of ``best``)."""
+
+    def pick(state: PopulationState, k: jax.Array, best: bool, stopped_at: jax.Array) -> TrainState:
+        current = jax.tree.map(lambda a: a[k], state.members)
+        if best:
+            return current._replace(
+                step=state.best_step[k],
+                params=jax.tree.map(lambda a: a[k], state.best_params),
+                model_state=jax.tree.map(lambda a: a[k], state.best_model_state),
+            )
+        return current._replace(step=jnp.where(stopped_at > 0, stopped_at - 1, current.step).astype(jnp.int32))
+
+    return jax.jit(pick, static_argnums=2, out_shardings=parallel.replicated(mesh))
 
 
 def _member_label(population: Population, member: Member) -> str:
@@ -413,7 +431,7 @@ def _abstract_state(population: Population) -> PopulationState:
 def _resume_or_init(population: Population, checkpoints: Checkpoints) -> PopulationState:
     restored = checkpoints.resume(_abstract_state(population), jax.eval_shape(lambda: population.keys.train))
     if restored is None:
-        return jax.device_put(init_population(population), member_sharding(population.mesh))
+        return parallel.put(init_population(population), member_sharding(population.mesh))
     state, sampler_keys = restored
     if not np.array_equal(jax.random.key_data(sampler_keys), jax.random.key_data(population.keys.train)):
         raise ValueError("the checkpoint's sampler keys do not match config.seed and seeds; use a new --workdir.")
@@ -444,7 +462,7 @@ def meta_train_population(
     if main:
         keep_metrics_until(metrics_path, int(state.step))
     done = int(state.step)
-    reported = set(np.flatnonzero(np.asarray(state.stopped_at)))
+    reported = set(np.flatnonzero(on_host(state.stopped_at)))
     with (
         interrupts_remembered() as interrupted,
         open(metrics_path if main else os.devnull, "a") as log,
@@ -462,8 +480,8 @@ def meta_train_population(
                     bar.set_description("meta-train")
                 start = time.perf_counter()
                 state, metrics = compiled[count](state, sampler)
-                metrics = jax.device_get(metrics)
-                stopped_at = np.asarray(jax.device_get(state.stopped_at))
+                metrics = {name: on_host(values) for name, values in metrics.items()}
+                stopped_at = on_host(state.stopped_at)
                 running = stopped_at == 0
                 elapsed = time.perf_counter() - start
                 done += count
@@ -517,15 +535,14 @@ def _validate_members(
     metric = config.val_metric
     records: dict[str, list] = {}
     better = np.zeros(len(running), bool)
-    values = np.asarray(jax.device_get(state.best_value)).copy()
-    diverged = np.asarray(jax.device_get(state.best_diverged)).copy()
+    values, diverged = on_host(state.best_value).copy(), on_host(state.best_diverged).copy()
     for member in population.members:
         k = member.index
         if not running[k]:
             continue
         single = member_config(config, member)
         experiment = population.experiments[member.setting_index]
-        found = validate(single, experiment, member_state(state, k, best=False), population.keys.val[k])
+        found = validate(single, experiment, member_state(population, state, k, best=False), population.keys.val[k])
         for name, value in found.items():
             records.setdefault(name, [None] * len(running))[k] = value
         value = found[f"val_{metric}"]
@@ -534,15 +551,21 @@ def _validate_members(
         sign = -1 if metric in HIGHER_IS_BETTER else 1
         if diverged[k] == NEVER_VALIDATED or (found["val_diverged"], sign * value) < (diverged[k], sign * values[k]):
             better[k], values[k], diverged[k] = True, value, found["val_diverged"]
-    mask = jnp.asarray(better)
-    state = state._replace(
-        best_step=jnp.where(mask, state.members.step, state.best_step),
-        best_params=_where(mask, state.members.params, state.best_params),
-        best_model_state=_where(mask, state.members.model_state, state.best_model_state),
-        best_value=jnp.asarray(values, jnp.float32),
-        best_diverged=jnp.asarray(diverged, jnp.int32),
+
+    def keep_best(state: PopulationState, mask: jax.Array, values: jax.Array, diverged: jax.Array) -> PopulationState:
+        return state._replace(
+            best_step=jnp.where(mask, state.members.step, state.best_step),
+            best_params=_where(mask, state.members.params, state.best_params),
+            best_model_state=_where(mask, state.members.model_state, state.best_model_state),
+            best_value=values,
+            best_diverged=diverged,
+        )
+
+    sharding = member_sharding(population.mesh)
+    updated = jax.jit(keep_best, out_shardings=sharding)(
+        state, *parallel.put((better, values.astype(np.float32), diverged.astype(np.int32)), sharding)
     )
-    return jax.device_put(state, member_sharding(population.mesh)), records
+    return updated, records
 
 
 def population_results(
@@ -566,8 +589,9 @@ def population_results(
 
     config = population.config
     chosen = [population.members[k] for k in (range(len(population.members)) if selected is None else selected)]
-    stopped_at = np.asarray(jax.device_get(state.stopped_at))
-    best_value = np.asarray(jax.device_get(state.best_value))
+    stopped_at, best_value, best_diverged = (
+        on_host(a) for a in (state.stopped_at, state.best_value, state.best_diverged)
+    )
     records = []
     for member in chosen:
         k = member.index
@@ -575,13 +599,13 @@ def population_results(
         for override in overrides:
             apply_override(single, override)
         experiment = population.experiments[member.setting_index]
-        tested = member_state(state, k, best=best)
+        tested = member_state(population, state, k, best=best)
         checkpoint = None
         if not best:
             checkpoint = f"latest checkpoint (--last), step {int(tested.step)}"
         elif not config.val_every:
             checkpoint = f"last finite (no validation: val_every=0), step {int(tested.step)}"
-        elif int(state.best_diverged[k]) == NEVER_VALIDATED:
+        elif int(best_diverged[k]) == NEVER_VALIDATED:
             checkpoint = f"last finite (stopped before its first validation), step {int(tested.step)}"
         results = meta_test(single, experiment, tested, population.keys.test[k], checkpoint=checkpoint)
         records.append(
@@ -820,7 +844,7 @@ def load_member(workdir: Path, config: ml_collections.ConfigDict, member: int | 
     input_shape = model_input_shape(workdir, config)
     population, state = restore_population(workdir, config, family_without_data(config, input_shape))
     best = checkpoint == "best"
-    tested = member_state(state, k, best=best)
+    tested = member_state(population, state, k, best=best)
     experiment = population.experiments[population.members[k].setting_index]
     single = member_config(config, population.members[k])
     name = "best" if best and config.val_every else "latest"
