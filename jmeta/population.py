@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
@@ -112,8 +111,11 @@ class PopulationState(NamedTuple):
 
 def on_host(array: jax.Array) -> np.ndarray:
     """The whole of ``array`` as a NumPy array on every process, also when it spans other processes'
-    devices (every process must call it)."""
-    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    devices (every process must then call it: the array is gathered onto each device of its mesh)."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    whole = jax.jit(lambda a: a, out_shardings=NamedSharding(array.sharding.mesh, PartitionSpec()))(array)
+    return np.asarray(whole.addressable_data(0))
 
 
 def is_population(config: ml_collections.ConfigDict) -> bool:
@@ -459,9 +461,9 @@ def meta_train_population(
     sampler = parallel.replicate(family.sample_train, population.mesh)
     compiled: dict[int, Any] = {}
     metrics_path = workdir / "metrics.jsonl"
+    done = int(state.step)  # every process reads it (a collective across processes), then only process 0 writes
     if main:
-        keep_metrics_until(metrics_path, int(state.step))
-    done = int(state.step)
+        keep_metrics_until(metrics_path, done)
     reported = set(np.flatnonzero(on_host(state.stopped_at)))
     with (
         interrupts_remembered() as interrupted,
