@@ -1,6 +1,7 @@
 """Populations (jmeta.population): each member equals the separate run with its seed and setting."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -236,3 +237,33 @@ def test_the_bench_population_step_is_each_members_own_step(how):
         np.testing.assert_allclose(metrics["loss"][k], own["loss"], rtol=1e-5)
         for a, b in zip(jax.tree.leaves(states.params), jax.tree.leaves(state.params), strict=True):
             np.testing.assert_allclose(a[k], b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_population_over_two_processes_is_the_one_of_one_process_with_two_devices(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = [*SHORT, "seeds=2"]
+
+    def start(workdir, devices, *flags):
+        command = [sys.executable, "-m", "jmeta.cli", "train", SINUSOID, "--workdir", str(workdir), *run, *flags]
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    processes = [start(tmp_path / "one", 2)]
+    flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id"]
+    processes += [start(tmp_path / "two", 1, *flags, str(index)) for index in (0, 1)]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two")}
+    assert results["two"]["population"]["mesh"] == {"population": 2, "tasks": 1}
+    for a, b in zip(_lines(tmp_path / "one"), _lines(tmp_path / "two"), strict=True):
+        for name in ("loss", "grad_norm", "val_loss"):
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-5)
+    for one, two in zip(results["one"]["members"], results["two"]["members"], strict=True):
+        for steps, mean in _test_means(one).items():
+            np.testing.assert_allclose(_test_means(two)[steps], mean, rtol=1e-5)
