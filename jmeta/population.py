@@ -449,7 +449,10 @@ def meta_train_population(
     ``metrics.jsonl``; every ``val_every`` steps each running member is validated (as its single run) and its
     best kept in the state; a checkpoint of the whole population after each validation (each block without
     validation) and at the end."""
+    from tensorboardX import SummaryWriter
+
     from jmeta.distributed import is_main_process
+    from jmeta.storage import close_event_writer, disk_full_reported
     from jmeta.tasks.checks import check_finite_tasks
     from jmeta.train import TrainingInterrupted, keep_metrics_until, validate
 
@@ -465,6 +468,7 @@ def meta_train_population(
     if main:
         keep_metrics_until(metrics_path, done)
     reported = set(np.flatnonzero(on_host(state.stopped_at)))
+    board = None
     with (
         interrupts_remembered() as interrupted,
         open(metrics_path if main else os.devnull, "a") as log,
@@ -508,9 +512,22 @@ def meta_train_population(
                 if validate_now:
                     state, validation = _validate_members(population, state, running, validate)
                     record.update(validation)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                with disk_full_reported(metrics_path, f"writing {metrics_path.name}"):
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                # TensorBoard: one series per member and quantity, e.g. loss/member_2; an event file per
+                # checkpoint interval, written out when its writer closes
+                board = board or SummaryWriter(
+                    str(workdir / "tensorboard"), filename_suffix=f".{done - count}", write_to_disk=main
+                )
+                for name, values in record.items():
+                    for k, value in enumerate(values if isinstance(values, list) and name != "stopped" else []):
+                        if value is not None:
+                            board.add_scalar(f"{name}/member_{k}", value, done)
+                board.add_scalar("tasks_per_s", record["tasks_per_s"], done)
                 if validate_now or not config.val_every or done == config.steps:
+                    close_event_writer(board, workdir / "tensorboard")
+                    board = None
                     checkpoints.save(state, population.keys.train)
                 bar.set_postfix({"running": int(running.sum())})
                 bar.update(count)
@@ -521,6 +538,9 @@ def meta_train_population(
                 f"interrupted at meta-step {done} of {config.steps}; {kept} ({checkpoints.latest.directory}); "
                 "rerun the same command to resume"
             ) from None
+        finally:
+            if board is not None:
+                close_event_writer(board, workdir / "tensorboard")
     return state
 
 
