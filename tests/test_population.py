@@ -267,3 +267,22 @@ def test_a_population_over_two_processes_is_the_one_of_one_process_with_two_devi
     for one, two in zip(results["one"]["members"], results["two"]["members"], strict=True):
         for steps, mean in _test_means(one).items():
             np.testing.assert_allclose(_test_means(two)[steps], mean, rtol=1e-5)
+
+
+def test_the_members_curves_are_drawn_in_one_figure():
+    from jmeta.population import population_curves
+
+    records = [
+        {"step": 5, "loss": [1.0, None], "stopped": [None, 2], "tasks_per_s": 9.0, "val_loss": [2.0, None]},
+        {"step": 10, "loss": [0.5, None], "stopped": [None, 2], "tasks_per_s": 9.0, "val_loss": [1.5, None]},
+    ]
+    figure = population_curves(records, ["0: seed 0", "1: seed 1"])
+    (axis,) = figure.axes
+    assert axis.get_title() == "loss (dashed: validation)"
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend == ["0: seed 0", "1: seed 1 (non-finite at step 2)"]
+    drawn = [line for line in axis.get_lines() if len(line.get_xdata())]
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in drawn] == [
+        ([5, 10], [1.0, 0.5]),
+        ([5, 10], [2.0, 1.5]),
+    ]
