@@ -19,7 +19,9 @@ task batch of each step over the rest.
 A member whose metrics become non-finite is frozen (its state stays as at its last finite step), reported
 on stderr, in ``metrics.jsonl`` (``stopped``) and in ``results.json``; the others go on. Checkpoints hold the
 whole population, with each member's best state by validation, so a killed run resumes exactly. Validation
-and meta-test run member by member with the programs of a single run.
+and meta-test run member by member with the programs of a single run. Results are reported per setting as
+the mean over seeds with a CI across seeds, as meta-learning papers report several seeds (e.g. MAML++, the
+mean of 3 seeds: Antoniou et al. 2019, "How to train your MAML").
 
 Example::
 
@@ -387,7 +389,7 @@ def _member_picker(mesh: Mesh) -> Any:
     return jax.jit(pick, static_argnums=2, out_shardings=parallel.replicated(mesh))
 
 
-def _member_label(population: Population, member: Member) -> str:
+def _member_label(member: Member) -> str:
     setting = ", ".join(f"{k}={v}" for k, v in member.setting.items())
     return f"member {member.index} (seed {member.seed}{', ' + setting if setting else ''})"
 
@@ -494,7 +496,7 @@ def meta_train_population(
                 for k in sorted(set(np.flatnonzero(~running)) - reported):
                     reported.add(k)
                     tqdm.write(
-                        f"{_member_label(population, population.members[k])} became non-finite at meta-step "
+                        f"{_member_label(population.members[k])} became non-finite at meta-step "
                         f"{stopped_at[k]}: frozen as at step {stopped_at[k] - 1}; the other members go on",
                         file=sys.stderr,
                     )
