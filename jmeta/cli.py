@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides",
         nargs="*",
         help="evaluation overrides: eval_tasks, eval_steps, eval_ways, eval_shots, eval_queries, eval_batch_norm "
-        "(transductive, support or running), devices, e.g. eval_tasks=1000; member=K for one member of a population",
+        "(transductive, support or running), devices, e.g. eval_tasks=1000",
     )
     _add_process_flags(evaluate)
 
@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
     predict.add_argument("--workdir", help="a workdir written by `jmeta train` (instead of an artifact)")
     predict.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="with --workdir")
-    predict.add_argument("--member", type=int, help="with --workdir of a population: the member K to predict with")
     predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
     predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
     predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
@@ -154,12 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         "(needs PEERS_PY only)",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
-    bench.add_argument(
-        "--population",
-        type=int,
-        help="N members as one program (vmap and lax.map over members) against N sequential runs, with the "
-        "memory per member (jmeta.population_bench)",
-    )
 
     args, extra = parser.parse_known_args(argv)
     takes_overrides = args.command in ("train", "eval")
@@ -302,7 +295,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         )
     if not args.support and not (args.support_x and args.support_y):
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
-    run = runs.load_run(args.workdir, args.checkpoint, member=args.member)
+    run = runs.load_run(args.workdir, args.checkpoint)
     class_names: list[str] = []
     if args.support and run.config.task not in data.dataset_names():
         raise ValueError(
@@ -389,12 +382,6 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     default_steps, default_per_call = bench.DEFAULTS[args.name]
     steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
-    if args.population is not None:  # one population program against N sequential runs
-        from jmeta import population_bench
-
-        results = population_bench.compare(args.name, args.population, steps=steps, steps_per_call=per_call, **setting)
-        print(population_bench.report(args.name, results))
-        return 0
     if args.peer and args.name not in PEER_SCRIPTS:
         raise ValueError(f"--peer needs a workload with a PyTorch peer ({', '.join(PEER_SCRIPTS)}); got {args.name}.")
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}

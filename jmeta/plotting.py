@@ -56,13 +56,7 @@ def plot_workdir(workdir: str | Path) -> list[Path]:
     if not records:
         raise ValueError(f"{metrics_path} holds no logged step yet.")
     plt = _pyplot()
-    if "stopped" in records[0]:  # a population's: a curve per member (jmeta.population)
-        from jmeta.population import member_labels, population_curves
-        from jmeta.runs import read_config
-
-        figure = population_curves(records, member_labels(read_config(workdir)))
-    else:
-        figure = learning_curves(records)
+    figure = learning_curves(records)
     path = workdir / "learning_curves.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -34,7 +34,6 @@ from jmeta.experiment import apply_run_defaults, build_learner, components, fami
 from jmeta.learners.base import Learner
 from jmeta.meta_trainer import TrainState, meta_trainer
 from jmeta.nn import PyTree
-from jmeta.population import is_population, load_member
 from jmeta.validation import one_of, positive_int
 
 MODEL_INPUT = "model_input.json"
@@ -54,11 +53,10 @@ class Run(NamedTuple):
     input_shape: tuple[int, ...]
 
 
-def load_run(workdir: str | Path, checkpoint: str = "best", *, member: int | None = None) -> Run:
+def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
     """Loads the run in ``workdir`` (written by ``jmeta train``) from its best checkpoint by validation,
     or its ``"latest"``; a run without validation (``val_every=0``) has no best, and its latest is used
-    (``Run.checkpoint`` says which was read). A population's run (``seeds``/``sweep``, ``jmeta.population``)
-    needs ``member=K``: member ``K``'s learner, parameters and single run's config.
+    (``Run.checkpoint`` says which was read).
 
     Raises ``FileNotFoundError`` if ``workdir`` is not a run or has no checkpoint yet, ``ValueError`` for
     an unknown ``checkpoint`` or a run whose model cannot be rebuilt (``program`` runs),
@@ -79,10 +77,6 @@ def load_run(workdir: str | Path, checkpoint: str = "best", *, member: int | Non
             f"{str(workdir)!r} is a run of program {config.program!r}: load_run rebuilds meta-learner runs only "
             "(a program's results are in its results.json)."
         )
-    if is_population(config) or member is not None:
-        if not is_population(config):
-            raise ValueError(f"member={member!r}: {str(workdir)!r} holds a single run, not a population.")
-        return load_member(workdir, config, member, checkpoint)
     input_shape = model_input_shape(workdir, config)
     learner, meta_optimizer = build_learner(config, family_without_data(config, input_shape))
     best = checkpoint == "best" and bool(config.val_every)

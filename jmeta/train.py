@@ -64,7 +64,6 @@ from jmeta.experiment import (
 )
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
-from jmeta.population import evaluate_population_workdir, format_population, is_population, train_population
 from jmeta.registry import PROGRAMS
 from jmeta.runs import read_config, restore_state, save_model_input
 from jmeta.storage import close_event_writer, disk_full_reported
@@ -112,8 +111,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
             "(as `jmeta train` does), not train_and_evaluate."
         )
-    if is_population(config):  # seeds or sweep: many runs in one program
-        return train_population(config, workdir)
     check_config(config)
     fix_schedule(config, Path(workdir))
     experiment = build(config)  # reads only: a bad config leaves no workdir behind
@@ -178,8 +175,6 @@ def evaluate_workdir(
             raise ValueError(f"this workdir holds a run of program {config.program!r}, which declares no evaluate; its "
                              "results are in results.json; jmeta eval re-tests meta-learner runs.")
         evaluate_once = _evaluate_program
-    elif is_population(config):  # member=K or all members
-        return evaluate_population_workdir(workdir, overrides, best=best)
     sweep: dict[str, tuple[Any, ...]] = {}
     fixed = []
     for override in overrides:
@@ -200,19 +195,15 @@ def evaluate_workdir(
     results = (
         evaluations[0] if not sweep else {"sweep": {k: list(v) for k, v in sweep.items()}, "evaluations": evaluations}
     )
-    path = workdir / f"eval_{'best' if best and config.get('val_every') else 'latest'}{eval_suffix(overrides)}.json"
+    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
+    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
+    path = workdir / f"eval_{'best' if best and config.get('val_every') else 'latest'}{suffix}.json"
     try:
         write_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:  # a read-only or full workdir: the results are still printed
         print(f"jmeta eval: warning: could not write {path} ({error}); the results are printed only", file=sys.stderr)
         return results, None
     return results, path
-
-
-def eval_suffix(overrides: Sequence[str]) -> str:
-    """The overrides in an eval file's name, e.g. ``_eval_tasks=1000_eval_steps=1-5`` for ``eval_tasks=1000``
-    ``"eval_steps=(1, 5)"``."""
-    return "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
 
 
 SWEEPABLE = ("eval_ways", "eval_shots", "eval_queries")  # jmeta eval keys that take several values at once
@@ -581,8 +572,6 @@ def _inner_lr(config: ml_collections.ConfigDict) -> Any:
 def format_results(results: dict[str, Any]) -> str:
     """A plain-text table of meta-test results beside the published numbers (one table per evaluation of a
     sweep); diverged (non-finite) tasks are counted after the estimate, which is over the other tasks."""
-    if "settings" in results:  # a population's
-        return format_population(results)
     if "evaluations" in results:
         return "\n\n".join(format_results(evaluation) for evaluation in results["evaluations"])
     names = list(next(iter(results["results"].values())))
