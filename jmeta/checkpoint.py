@@ -37,9 +37,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jmeta.interrupts import interrupt_deferred, interrupts_remembered  # noqa: F401 (re-exported)
 from jmeta.meta_trainer import TrainState
 from jmeta.parallel import put
 from jmeta.storage import disk_full_reported, failed_writes_quiet
@@ -302,41 +301,6 @@ def _reason(path: Path, error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
 
 
-@contextlib.contextmanager
-def interrupt_deferred() -> Iterator[None]:
-    """Holds a SIGINT (Ctrl-C) back until the block ends, then delivers it: a checkpoint is written whole."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, received[0])
-
-
-@contextlib.contextmanager
-def interrupts_remembered() -> Iterator[list[int]]:
-    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered in the yielded list, so that a loop can
-    stop at its next check even when the exception was raised where Python drops it (e.g. inside a garbage
-    collection callback, which prints "Exception ignored in" and goes on)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def remember(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, remember)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager

@@ -401,7 +401,7 @@ def meta_train(
     """
     import time
 
-    from jmeta.checkpoint import interrupt_deferred, interrupts_remembered
+    from jmeta.interrupts import interrupt_deferred, interrupts_remembered
 
     iterations = positive_int("iterations", iterations)
     if seconds is not None:
