@@ -231,15 +231,20 @@ class Checkpoints:
 
     def _restore_step(self, name: str, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
         manager = getattr(self, name)
+        # Installed before the reads start: those a failed restore abandons may report from TensorStore's threads
+        # at any moment once Orbax's event loop is closed, even before the exception below is caught.
+        hook = sys.unraisablehook
+        _drop_abandoned_reads()
         try:
             with _quiet_absl(True, logging.CRITICAL):  # Orbax logs each unreadable file before raising
-                return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                item = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception:
-            _drop_abandoned_reads()  # installed before the reads still under way end
-            # A failed restore leaves the manager unusable, so it is opened again.
+            # The filter stays for the abandoned reads. A failed restore leaves the manager unusable: opened again.
             manager.close()
             setattr(self, name, self._open(name))
             raise
+        sys.unraisablehook = hook  # nothing abandoned: the previous hook again
+        return item
 
     def _report(self, damaged: dict[tuple[str, int], str], used: str) -> None:
         """One warning line; unless read-only, sets the damaged checkpoints aside first (process 0 renames,
@@ -317,7 +322,7 @@ def _quiet_absl(quiet: bool, level: int = logging.ERROR) -> Iterator[None]:
 
 
 def _drop_abandoned_reads() -> None:
-    """From now on (installed once, after a restore failed), drops what the failed restore's reads still under
+    """From now on (installed once per hook it wraps), drops what a failed restore's reads still under
     way report as unraisable, one traceback each, when they end: the "Event loop is closed" RuntimeErrors of
     TensorStore's callbacks once Orbax has closed its event loop, and the errors of Orbax's read coroutines
     (``_read_array_index_and_device_put``) when they are finalised, which may be long after the restore. Every
