@@ -22,10 +22,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):  # the runs layer is imported on first use, never by the core
-    if name in ("Run", "load_run"):
+    if name == "Run":
         from jmeta import runs
 
-        return getattr(runs, name)
+        return runs.Run
+    if name == "load_run":  # a single run's, or a population member's (member=K)
+        from jmeta import population
+
+        return population.load_run
     raise AttributeError(f"module 'jmeta' has no attribute {name!r}")
 
 

@@ -23,7 +23,11 @@ from pathlib import Path
 
 PEER_SCRIPTS = {"sinusoid-maml": "peers_sine.py", "omniglot-maml": "peers_torch.py"}
 BENCH_WORKLOADS = [  # jmeta.bench.WORKLOADS
-    "omniglot-imaml", "omniglot-maml", "omniglot-matchingnet", "omniglot-metaoptnet-r2d2", "sinusoid-maml"
+    "omniglot-imaml",
+    "omniglot-maml",
+    "omniglot-matchingnet",
+    "omniglot-metaoptnet-r2d2",
+    "sinusoid-maml",
 ]
 # Errors printed as one line "jmeta COMMAND: error: ..." (exit status 2); others keep their traceback.
 REPORTED_ERRORS = (ValueError, TypeError, OSError, RuntimeError, KeyError, FloatingPointError, ImportError)
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides",
         nargs="*",
         help="evaluation overrides: eval_tasks, eval_steps, eval_ways, eval_shots, eval_queries, eval_batch_norm "
-        "(transductive, support or running), devices, e.g. eval_tasks=1000",
+        "(transductive, support or running), devices, e.g. eval_tasks=1000; member=K for one member of a population",
     )
     _add_process_flags(evaluate)
 
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--outputs", help="also save the raw outputs (e.g. logits) to this .npy file")
     predict.add_argument("--workdir", help="a workdir written by `jmeta train` (instead of an artifact)")
     predict.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="with --workdir")
+    predict.add_argument("--member", type=int, help="with --workdir of a population: the member K to predict with")
     predict.add_argument("--support-x", help=".npy of support inputs, (points, *input_shape), images in [0, 1]")
     predict.add_argument("--support-y", help=".npy of support labels (points,), or targets (points, outputs)")
     predict.add_argument("--support", help="instead of --support-x/-y: a folder holding a folder of images per class")
@@ -153,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         "(needs PEERS_PY only)",
     )
     bench.add_argument("--peers-dir", default="../shared/bench", help="folder of the peer scripts")
+    bench.add_argument(
+        "--population",
+        type=int,
+        help="N members as one program (vmap and lax.map over members) against N sequential runs, with the "
+        "memory per member (jmeta.population_bench)",
+    )
 
     args, extra = parser.parse_known_args(argv)
     takes_overrides = args.command in ("train", "eval")
@@ -205,7 +216,7 @@ def _join(args: argparse.Namespace) -> bool:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from jmeta.experiment import load_config
+    from jmeta.experiment import is_population, load_config
     from jmeta.train import format_results, train_and_evaluate
 
     main_process = _join(args)
@@ -214,6 +225,11 @@ def _train(args: argparse.Namespace) -> int:
         from jmeta.systems.programs import run_program
 
         results = run_program(config, args.workdir)
+    elif is_population(config):  # seeds or sweep: many runs as one program
+        from jmeta.population import format_population, train_population
+
+        results = train_population(config, args.workdir)
+        format_results = format_population
     else:
         results = train_and_evaluate(config, args.workdir)
     if not main_process:
@@ -225,9 +241,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from jmeta.experiment import is_population
+    from jmeta.runs import read_config
     from jmeta.train import evaluate_workdir, format_results
 
     main_process = _join(args)
+    if is_population(read_config(Path(args.workdir))):  # member=K or every member
+        from jmeta.population import evaluate_population_workdir, format_population
+
+        evaluate_workdir, format_results = evaluate_population_workdir, format_population
     results, path = evaluate_workdir(args.workdir, args.overrides, best=not args.last)
     if main_process:
         print(format_results(results))
@@ -237,9 +259,17 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from jmeta.experiment import is_population
     from jmeta.plotting import plot_workdir
+    from jmeta.runs import read_config
 
-    for path in plot_workdir(args.workdir):
+    config_path = Path(args.workdir) / "config.json"
+    labels = None
+    if config_path.is_file() and is_population(config := read_config(Path(args.workdir))):
+        from jmeta.population import member_labels
+
+        labels = member_labels(config)
+    for path in plot_workdir(args.workdir, labels):
         print(path)
     return 0
 
@@ -283,7 +313,7 @@ def _predict_run(args: argparse.Namespace) -> int:
     class folder's name with --support) or, for regression, its values."""
     import numpy as np
 
-    from jmeta import data, runs
+    from jmeta import data, population, runs
     from jmeta.experiment import components
 
     if args.artifact or args.inputs:
@@ -295,7 +325,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         )
     if not args.support and not (args.support_x and args.support_y):
         raise ValueError("--support-x and --support-y go together: the support inputs and their labels.")
-    run = runs.load_run(args.workdir, args.checkpoint)
+    run = population.load_run(args.workdir, args.checkpoint, member=args.member)
     class_names: list[str] = []
     if args.support and run.config.task not in data.dataset_names():
         raise ValueError(
@@ -382,6 +412,12 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     default_steps, default_per_call = bench.DEFAULTS[args.name]
     steps, per_call = args.steps or default_steps, args.steps_per_call or default_per_call
+    if args.population is not None:  # one population program against N sequential runs
+        from jmeta import population_bench
+
+        results = population_bench.compare(args.name, args.population, steps=steps, steps_per_call=per_call, **setting)
+        print(population_bench.report(args.name, results))
+        return 0
     if args.peer and args.name not in PEER_SCRIPTS:
         raise ValueError(f"--peer needs a workload with a PyTorch peer ({', '.join(PEER_SCRIPTS)}); got {args.name}.")
     peers = {peer: _run_peer(args.name, peer, Path(args.peers_dir)) for peer in args.peer}
@@ -410,8 +446,10 @@ def _bench_gmm(args: argparse.Namespace) -> int:
     from jmeta.systems import gmm
 
     if args.name != "gmm-em" or set(args.peer) - {"sklearn"}:
-        raise ValueError(f"--peer sklearn goes with gmm-em only, and gmm-em takes no other peer; got {args.name} "
-                         f"with --peer {' '.join(args.peer)}.")
+        raise ValueError(
+            f"--peer sklearn goes with gmm-em only, and gmm-em takes no other peer; got {args.name} "
+            f"with --peer {' '.join(args.peer)}."
+        )
     meta_step_flags = (
         args.batching != "auto",
         args.chunk_size,
@@ -423,8 +461,10 @@ def _bench_gmm(args: argparse.Namespace) -> int:
         args.conv != "auto",
     )
     if any(meta_step_flags):
-        raise ValueError("gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
-                         "--chunk-size, --steps-per-call, --inner-steps, --remat, --memory, --compute-dtype or --conv.")
+        raise ValueError(
+            "gmm-em takes --steps (EM iterations) and --peer sklearn only, not --batching, "
+            "--chunk-size, --steps-per-call, --inner-steps, --remat, --memory, --compute-dtype or --conv."
+        )
     print(gmm.format_bench(gmm.bench_em(iterations=args.steps or 20, peer="sklearn" in args.peer)))
     return 0
 
@@ -434,12 +474,16 @@ def _bench_nav2d(args: argparse.Namespace) -> int:
     from jmeta.rl import bench
 
     if args.name != "nav2d-maml" or set(args.peer) - {"torch"}:
-        raise ValueError(f"--peer torch goes with nav2d-maml only, and nav2d-maml takes no other peer; got {args.name} "
-                         f"with --peer {' '.join(args.peer)}.")
+        raise ValueError(
+            f"--peer torch goes with nav2d-maml only, and nav2d-maml takes no other peer; got {args.name} "
+            f"with --peer {' '.join(args.peer)}."
+        )
     python = os.environ.get("PEERS_PY") if args.peer else None
     if args.peer and not python:
-        raise ValueError('--peer torch needs PEERS_PY (a Python with torch) in the environment; set it with '
-                         f'eval "$(bash {args.peers_dir}/setup-peers.sh)".')
+        raise ValueError(
+            "--peer torch needs PEERS_PY (a Python with torch) in the environment; set it with "
+            f'eval "$(bash {args.peers_dir}/setup-peers.sh)".'
+        )
     print(bench.format_bench(bench.bench_nav2d(iterations=args.steps or 3, peer_python=python)))
     return 0
 

@@ -80,7 +80,10 @@ RUN_KEYS: dict[str, Any] = {
     "schedule_steps": 0,  # the horizon of a learner's meta-optimiser schedule; 0: `steps` when the run starts
     "eval_batch_norm": ABSENT,  # test-time BatchNorm mode (jmeta.evaluate's batch_norm)
     "batch_norm": ABSENT,  # a description of how the model's BatchNorm is used, stated in the protocol
+    "seeds": ABSENT,  # a population (jmeta.population): this many seeds of every setting, seed + 0..seeds-1
+    "sweep": ABSENT,  # a population: {key: (values, ...)}, crossed with seeds; traced in one compiled program
 }
+POPULATION_KEYS = ("seeds", "sweep")
 REQUIRED_RUN_KEYS = tuple(key for key, default in RUN_KEYS.items() if default is None)
 # Keys of a config with `program` (a source system): programs check their other keys themselves.
 PROGRAM_KEYS = ("steps", "seed", "meta_batch", "eval_tasks")
@@ -240,6 +243,12 @@ def apply_run_defaults(config: ml_collections.ConfigDict) -> ml_collections.Conf
     return config
 
 
+def is_population(config: ml_collections.ConfigDict) -> bool:
+    """Whether ``config`` describes a population (sets ``seeds`` or ``sweep``): many runs trained as one program
+    by ``jmeta.population.train_population``, not by ``jmeta.train.train_and_evaluate``."""
+    return any(config.get(key) is not None for key in POPULATION_KEYS)
+
+
 def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     """Sets ``key=value`` on ``config``; the value is parsed as a Python literal, else kept as a string.
 
@@ -248,7 +257,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
-    if key not in config:
+    if key not in config and key not in POPULATION_KEYS:  # a population's keys are absent from a single run
         elsewhere = _components_reading(key)
         why = f" (read by {', '.join(elsewhere)}, not by this config's)" if elsewhere else nearest(key, config)
         raise ValueError(
@@ -258,7 +267,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text
-    old = config[key]
+    old = config.get(key)
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(old, (tuple, list)) and isinstance(value, (tuple, list)):
@@ -270,7 +279,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         article = "an" if kind[0] in "aeiou" else "a"
         raise ValueError(f"config key {key!r} expects {article} {kind} (like {old!r}); got {value!r} in {override!r}.")
     with config.unlocked():
-        if value is None or isinstance(value, dict):
+        if key in config and (value is None or isinstance(value, dict)):
             del config[key]  # a ConfigDict field keeps its first type; a new one takes the new value's
         config[key] = value
 

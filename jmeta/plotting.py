@@ -31,9 +31,11 @@ def _pyplot():
     return plt
 
 
-def plot_workdir(workdir: str | Path) -> list[Path]:
+def plot_workdir(workdir: str | Path, member_labels: Sequence[str] | None = None) -> list[Path]:
     """Writes ``learning_curves.png`` from ``workdir/metrics.jsonl``: each logged quantity against the
     meta-training step, training and validation side by side. Returns the paths of the figures there.
+    A population's (:mod:`jmeta.population`) draws a curve per member, named by ``member_labels`` (default
+    ``member K``; ``jmeta plot`` passes ``jmeta.population.member_labels`` of the run's config).
 
     A program's run (``jmeta train`` of a config with a ``program`` key, :mod:`jmeta.systems.programs`) logs
     no learning curves: the figures it drew are returned, and without any a ValueError says so. Raises
@@ -56,11 +58,41 @@ def plot_workdir(workdir: str | Path) -> list[Path]:
     if not records:
         raise ValueError(f"{metrics_path} holds no logged step yet.")
     plt = _pyplot()
-    figure = learning_curves(records)
+    if "stopped" in records[0]:  # a population's: a curve per member (jmeta.population)
+        labels = member_labels or [f"member {k}" for k in range(len(records[0]["stopped"]))]
+        figure = population_curves(records, labels)
+    else:
+        figure = learning_curves(records)
     path = workdir / "learning_curves.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return [path, *sorted(p for p in workdir.glob("*.png") if p != path)]
+
+
+def population_curves(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> Any:
+    """A matplotlib figure of a population's ``metrics.jsonl`` records: one panel per logged quantity, one
+    colour per member (``labels``), meta-training as lines and validation as dashed lines with markers; a
+    stopped member's curve ends where it became non-finite."""
+    skip = {"step", "tasks_per_s", "training_example_passes", "stopped", "val_diverged"}
+    quantities = sorted({name.removeprefix("val_") for r in records for name in r if name not in skip})
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(quantities), figsize=(4.5 * len(quantities), 3.6), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, name in zip(axes[0], quantities, strict=True):
+        for k, label in enumerate(labels):
+            colour = colours[k % len(colours)]
+            stopped = records[-1]["stopped"][k]
+            label += f" (non-finite at step {stopped})" if stopped else ""
+            axis.plot([], [], "-", color=colour, label=label)  # in the legend even if it stopped before any point
+            for key, style in ((name, "-"), (f"val_{name}", "--.")):
+                points = [(r["step"], r[key][k]) for r in records if key in r and r[key][k] is not None]
+                if points:
+                    axis.plot(*zip(*points, strict=True), style, color=colour)
+        axis.set_xlabel("meta-step")
+        axis.set_title(f"{name} (dashed: validation)")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
 
 
 def learning_curves(records: Sequence[dict[str, float]]) -> Any:

@@ -30,7 +30,14 @@ import numpy as np
 import optax
 
 from jmeta.checkpoint import Checkpoints
-from jmeta.experiment import apply_run_defaults, build_learner, components, family_without_data, import_components
+from jmeta.experiment import (
+    apply_run_defaults,
+    build_learner,
+    components,
+    family_without_data,
+    import_components,
+    is_population,
+)
 from jmeta.learners.base import Learner
 from jmeta.meta_trainer import TrainState, meta_trainer
 from jmeta.nn import PyTree
@@ -56,7 +63,8 @@ class Run(NamedTuple):
 def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
     """Loads the run in ``workdir`` (written by ``jmeta train``) from its best checkpoint by validation,
     or its ``"latest"``; a run without validation (``val_every=0``) has no best, and its latest is used
-    (``Run.checkpoint`` says which was read).
+    (``Run.checkpoint`` says which was read). A population's members are loaded by ``jmeta.load_run(workdir,
+    member=K)`` (``jmeta.population.load_run``), which calls this function for a single run.
 
     Raises ``FileNotFoundError`` if ``workdir`` is not a run or has no checkpoint yet, ``ValueError`` for
     an unknown ``checkpoint`` or a run whose model cannot be rebuilt (``program`` runs),
@@ -76,6 +84,11 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> Run:
         raise ValueError(
             f"{str(workdir)!r} is a run of program {config.program!r}: load_run rebuilds meta-learner runs only "
             "(a program's results are in its results.json)."
+        )
+    if is_population(config):
+        raise ValueError(
+            f"{str(workdir)!r} holds a population (seeds or sweep): load a member with "
+            "jmeta.load_run(workdir, member=K) (jmeta.population.load_run)."
         )
     input_shape = model_input_shape(workdir, config)
     learner, meta_optimizer = build_learner(config, family_without_data(config, input_shape))

@@ -61,6 +61,7 @@ from jmeta.experiment import (
     components,
     describe,
     family_component,
+    is_population,
 )
 from jmeta.lock import workdir_lock
 from jmeta.meta_trainer import MetaTrainer, NonFiniteError, TrainState, meta_trainer
@@ -109,6 +110,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if config.get("program"):
         raise ValueError(
             f"config sets program={config.program!r}: run it with jmeta.systems.programs.run_program "
+            "(as `jmeta train` does), not train_and_evaluate."
+        )
+    if is_population(config):
+        raise ValueError(
+            "config sets seeds or sweep (a population): train it with jmeta.population.train_population "
             "(as `jmeta train` does), not train_and_evaluate."
         )
     check_config(config)
@@ -172,9 +178,16 @@ def evaluate_workdir(
     evaluate_once = _evaluate_once
     if config.get("program"):  # a source system's run (jmeta.systems.programs): the evaluate its program declares
         if PROGRAMS[config.program].properties["evaluate"] is None:
-            raise ValueError(f"this workdir holds a run of program {config.program!r}, which declares no evaluate; its "
-                             "results are in results.json; jmeta eval re-tests meta-learner runs.")
+            raise ValueError(
+                f"this workdir holds a run of program {config.program!r}, which declares no evaluate; its "
+                "results are in results.json; jmeta eval re-tests meta-learner runs."
+            )
         evaluate_once = _evaluate_program
+    elif is_population(config):
+        raise ValueError(
+            f"{str(workdir)!r} holds a population (seeds or sweep): evaluate it with "
+            "jmeta.population.evaluate_population_workdir (as `jmeta eval` does), not evaluate_workdir."
+        )
     sweep: dict[str, tuple[Any, ...]] = {}
     fixed = []
     for override in overrides:
@@ -195,15 +208,19 @@ def evaluate_workdir(
     results = (
         evaluations[0] if not sweep else {"sweep": {k: list(v) for k, v in sweep.items()}, "evaluations": evaluations}
     )
-    # e.g. eval_best_eval_tasks=1000_eval_steps=1-5.json for eval_tasks=1000 "eval_steps=(1, 5)"
-    suffix = "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
-    path = workdir / f"eval_{'best' if best and config.get('val_every') else 'latest'}{suffix}.json"
+    path = workdir / f"eval_{'best' if best and config.get('val_every') else 'latest'}{eval_suffix(overrides)}.json"
     try:
         write_atomically(path, json.dumps(results, indent=2) + "\n")
     except OSError as error:  # a read-only or full workdir: the results are still printed
         print(f"jmeta eval: warning: could not write {path} ({error}); the results are printed only", file=sys.stderr)
         return results, None
     return results, path
+
+
+def eval_suffix(overrides: Sequence[str]) -> str:
+    """The overrides in an eval file's name, e.g. ``_eval_tasks=1000_eval_steps=1-5`` for ``eval_tasks=1000``
+    ``"eval_steps=(1, 5)"``."""
+    return "".join("_" + re.sub(r"[^\w.=-]+", "-", re.sub(r"[\s()\[\]]", "", item)) for item in overrides)
 
 
 SWEEPABLE = ("eval_ways", "eval_shots", "eval_queries")  # jmeta eval keys that take several values at once
@@ -572,6 +589,8 @@ def _inner_lr(config: ml_collections.ConfigDict) -> Any:
 def format_results(results: dict[str, Any]) -> str:
     """A plain-text table of meta-test results beside the published numbers (one table per evaluation of a
     sweep); diverged (non-finite) tasks are counted after the estimate, which is over the other tasks."""
+    if "settings" in results:
+        raise ValueError("these are a population's results: format them with jmeta.population.format_population.")
     if "evaluations" in results:
         return "\n\n".join(format_results(evaluation) for evaluation in results["evaluations"])
     names = list(next(iter(results["results"].values())))

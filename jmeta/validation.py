@@ -12,6 +12,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
+
 
 def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
     """Returns ``value`` as an int, or raises naming ``name`` if it is not a positive integer."""
@@ -23,7 +25,11 @@ def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
 
 
 def positive_float(name: str, value: Any) -> float:
-    """Returns ``value`` as a float, or raises naming ``name`` if it is not a finite number > 0."""
+    """Returns ``value`` as a float, or raises naming ``name`` if it is not a finite number > 0. A traced
+    value (a population member's swept hyperparameter, :mod:`jmeta.population`, whose concrete values were
+    checked before tracing) is returned as it is."""
+    if isinstance(value, jax.core.Tracer):
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < float("inf"):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
     return float(value)

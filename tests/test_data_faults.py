@@ -24,6 +24,7 @@ from test_runs import DIGITS_PROTONET
 import jmeta
 import jmeta.data
 import jmeta.experiment
+import jmeta.population
 from jmeta.cli import main
 from jmeta.data import ClassDataset, FewShotData, folder, from_folder, register_dataset
 from jmeta.evaluation import per_task_metrics
@@ -284,7 +285,7 @@ def test_predict_reads_a_query_image_file_and_names_query_for_other_files(tmp_pa
 
     # --support on a run that is not on images (regression): one clear line, before any file is read.
     sinusoid = ml_collections.ConfigDict({"task": "sinusoid"})
-    monkeypatch.setattr(jmeta.runs, "load_run", lambda *args, **kwargs: SimpleNamespace(config=sinusoid))
+    monkeypatch.setattr(jmeta.population, "load_run", lambda *args, **kwargs: SimpleNamespace(config=sinusoid))
     assert main([*command, "--query", str(queries)]) == 2
     assert "--support reads a folder of images per class, for a run on an image data set; this run's task " \
            "'sinusoid' is not one. Give --support-x and --support-y (.npy files) instead." in capsys.readouterr().err
