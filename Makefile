@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check jmeta tests experiments benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 $(DOCS_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[docs]"

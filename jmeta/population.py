@@ -86,9 +86,9 @@ from jmeta.storage import close_event_writer, disk_full_reported
 from jmeta.tasks.checks import check_finite_tasks
 from jmeta.train import (
     EVAL_OVERRIDES,
-    TrainingInterrupted,
     eval_suffix,
     fix_schedule,
+    interrupted_at,
     keep_metrics_until,
     meta_test,
     prepare_workdir,
@@ -547,12 +547,7 @@ def meta_train_population(
                 bar.set_postfix({"running": int(running.sum())})
                 bar.update(count)
         except KeyboardInterrupt:
-            last = checkpoints.latest_step()
-            kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is step {last}"
-            raise TrainingInterrupted(
-                f"interrupted at meta-step {done} of {config.steps}; {kept} ({checkpoints.latest.directory}); "
-                "rerun the same command to resume"
-            ) from None
+            raise interrupted_at(done, config.steps, checkpoints) from None
         finally:
             if board is not None:
                 close_event_writer(board, workdir / "tensorboard")

@@ -443,16 +443,22 @@ def meta_train(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
                 bar.update(count)
         except KeyboardInterrupt:
-            last = checkpoints.latest_step()
-            kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is step {last}"
-            raise TrainingInterrupted(
-                f"interrupted at meta-step {done} of {config.steps}; {kept} ({checkpoints.latest.directory}); "
-                "rerun the same command to resume"
-            ) from None
+            raise interrupted_at(done, config.steps, checkpoints) from None
         finally:
             if board is not None:
                 close_event_writer(board, workdir / "tensorboard")
     return state
+
+
+def interrupted_at(step: int, steps: int, checkpoints: Checkpoints) -> TrainingInterrupted:
+    """The one-line error of a run stopped by Ctrl-C at meta-step ``step`` of ``steps``, naming the checkpoint
+    a rerun of the same command resumes from."""
+    last = checkpoints.latest_step()
+    kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is step {last}"
+    return TrainingInterrupted(
+        f"interrupted at meta-step {step} of {steps}; {kept} ({checkpoints.latest.directory}); "
+        "rerun the same command to resume"
+    )
 
 
 def checkpoint_validation(config: ml_collections.ConfigDict, record: dict[str, float]) -> dict[str, float] | None:

@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import jax
 import numpy as np
 import optax
 import pytest
-from conftest import REPO
+from conftest import REPO, kill_at_first_checkpoint
 
 import jmeta
 from jmeta.cli import main
@@ -152,15 +150,7 @@ def _train(workdir, *overrides):
 def test_a_killed_population_resumes_exactly(tmp_path):
     run = [*SHORT, "steps=3000", "log_every=50", "val_every=100", "seeds=2", 'sweep={"inner_lr": (0.01, 0.02)}']
     reference, interrupted = _train(tmp_path / "reference", *run), _train(tmp_path / "interrupted", *run)
-    latest = tmp_path / "interrupted" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300
-    while not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())):
-        assert interrupted.poll() is None, interrupted.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    interrupted.send_signal(signal.SIGKILL)
-    interrupted.wait()
-    assert not (tmp_path / "interrupted" / "results.json").exists(), "the run finished before it was killed"
+    kill_at_first_checkpoint(interrupted, tmp_path / "interrupted", timeout=300)
     resumed = _train(tmp_path / "interrupted", *run)
     for process in (reference, resumed):
         _, err = process.communicate(timeout=600)

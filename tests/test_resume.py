@@ -3,15 +3,13 @@
 import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO
+from conftest import REPO, kill_at_first_checkpoint
 
 from jmeta.checkpoint import Checkpoints
 from jmeta.cli import main
@@ -34,15 +32,7 @@ def _metrics(workdir):
 def test_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     reference = _train(tmp_path / "reference")
     interrupted = _train(tmp_path / "interrupted")
-    latest = tmp_path / "interrupted" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
-    while not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())):
-        assert interrupted.poll() is None, interrupted.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    interrupted.send_signal(signal.SIGKILL)
-    interrupted.wait()
-    assert not (tmp_path / "interrupted" / "results.json").exists(), "the run finished before it was killed"
+    kill_at_first_checkpoint(interrupted, tmp_path / "interrupted", timeout=240)
     killed_at = max(_metrics(tmp_path / "interrupted"), key=lambda r: r["step"])["step"]
     assert killed_at < 12000
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, kill_at_first_checkpoint
 
 pytest.importorskip("distrax", reason="jmeta.rl needs distrax and rlax: pip install 'jmeta[rl]'")
 pytest.importorskip("rlax", reason="jmeta.rl needs distrax and rlax: pip install 'jmeta[rl]'")
 
-REPO = Path(__file__).resolve().parents[1]
 NAV2D = str(REPO / "experiments" / "nav2d_maml_trpo.py")
 # Reptile compiles in ~20 s here (MAML-TRPO's third-order program in ~60 s); the checkpoints are the same.
 TINY = ["steps=60", "checkpoint_every=5", "meta_batch=2", "trajectories=2", "hidden=(8,)", "horizon=10",
@@ -37,15 +37,7 @@ def test_killed_maml_rl_run_resumes_to_the_uninterrupted_metrics_and_eval_retest
     from jmeta.cli import main
 
     reference, interrupted = _train(tmp_path / "reference"), _train(tmp_path / "interrupted")
-    latest = tmp_path / "interrupted" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300
-    while not (latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())):
-        assert interrupted.poll() is None, interrupted.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    interrupted.send_signal(signal.SIGKILL)
-    interrupted.wait()
-    assert not (tmp_path / "interrupted" / "results.json").exists(), "the run finished before it was killed"
+    kill_at_first_checkpoint(interrupted, tmp_path / "interrupted", timeout=300)
     assert len(_lines(tmp_path / "interrupted")) < 60
 
     resumed = _train(tmp_path / "interrupted")
