@@ -857,7 +857,7 @@ def _literal_int(text: str) -> Any:
         return text
 
 
-def load_run(workdir: str | Path, checkpoint: str = "best", *, member: int | None = None) -> Any:
+def load_run(workdir: str | Path, checkpoint: str = "best", *, member: int | None = None) -> Run:
     """``jmeta.load_run``: a single run's ``jmeta.runs.load_run``, or member ``member`` of a population run:
     its learner (built with its setting), its best state by validation (``checkpoint="best"``; its last finite
     one without validation) or its latest, and its single run's config, as a ``jmeta.runs.Run``.
