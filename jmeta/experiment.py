@@ -259,10 +259,9 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
         raise ValueError(f"overrides must look like key=value (e.g. steps=1000); got {override!r}.")
     if key not in config and key not in POPULATION_KEYS:  # a population's keys are absent from a single run
         elsewhere = _components_reading(key)
-        why = f" (read by {', '.join(elsewhere)}, not by this config's)" if elsewhere else nearest(key, config)
-        raise ValueError(
-            f"unknown config key {key!r} in override {override!r}{why}; known keys: {', '.join(sorted(config))}."
-        )
+        known = sorted({*config, *POPULATION_KEYS})
+        why = f" (read by {', '.join(elsewhere)}, not by this config's)" if elsewhere else nearest(key, known)
+        raise ValueError(f"unknown config key {key!r} in override {override!r}{why}; known keys: {', '.join(known)}.")
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):

@@ -89,7 +89,8 @@ def population_curves(records: Sequence[dict[str, Any]], labels: Sequence[str]) 
                 if points:
                     axis.plot(*zip(*points, strict=True), style, color=colour)
         axis.set_xlabel("meta-step")
-        axis.set_title(f"{name} (dashed: validation)")
+        validated = any(f"val_{name}" in r for r in records)
+        axis.set_title(f"{name} (dashed: validation)" if validated else name)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     return figure

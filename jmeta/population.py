@@ -423,6 +423,11 @@ def train_population(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     Raises ValueError for a bad config (before the workdir is touched), ``NonFiniteError`` when every member
     has stopped, ``jmeta.train.TrainingInterrupted`` on Ctrl-C."""
 
+    if not is_population(config):
+        raise ValueError(
+            "config sets neither seeds nor sweep (a single run): train it with jmeta.train.train_and_evaluate "
+            "(as `jmeta train` does), or set seeds=N."
+        )
     check_population(config, check_config(config))
     fix_schedule(config, Path(workdir))
     population = build_population(config)
@@ -721,7 +726,8 @@ def across_seeds(means: Sequence[float], task_cis: Sequence[float]) -> dict[str,
 
 
 def _best_setting(config: ml_collections.ConfigDict, settings: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The setting with the best mean over seeds of the best validation metric; None without validation."""
+    """The setting with the best mean over seeds of the best validation metric; None without validation or
+    without a sweep (one setting: nothing to choose)."""
     if not config.val_every or not config.get("sweep"):
         return None
     key = f"mean_best_val_{config.val_metric}"
@@ -748,20 +754,28 @@ def _seeds_cell(estimate: dict[str, Any]) -> str:
 def format_population(results: dict[str, Any]) -> str:
     """A plain-text table: one line per setting and inner-step count (mean over seeds ± 95% CI across seeds,
     then the mean per-task CI), the members that stopped, and the best setting by validation."""
-    lines = []
     names = list(next(iter(results["settings"][0]["results"].values())))
-    lines.append(
-        f"{'setting':<28} {'steps':>5}  "
-        + "  ".join(f"{name + ' (mean ± CI seeds) [CI tasks]':>42}" for name in names)
-        + f"  {'published':>9}"
-    )
+    labels = []
     for setting in results["settings"]:
         label = ", ".join(f"{k}={v}" for k, v in setting["setting"].items()) or "(config)"
-        label += f" x{len(setting['seeds'])} seeds"
+        one = len(setting["members"]) == 1  # e.g. `jmeta eval member=K`
+        label += (
+            f" member {setting['members'][0]} (seed {setting['seeds'][0]})"
+            if one
+            else f" x{len(setting['seeds'])} seeds"
+        )
+        labels.append(label)
+    width = max(28, *map(len, labels))
+    lines = [
+        f"{'setting':<{width}} {'steps':>5}  "
+        + "  ".join(f"{name + ' (mean ± CI seeds) [CI tasks]':>42}" for name in names)
+        + f"  {'published':>9}"
+    ]
+    for label, setting in zip(labels, results["settings"], strict=True):
         for steps, by_metric in setting["results"].items():
             cells = "  ".join(_seeds_cell(e) for e in by_metric.values())
             published = results["published"].get(steps, "")
-            lines.append(f"{label:<28} {steps:>5}  {cells}  {published:>9}")
+            lines.append(f"{label:<{width}} {steps:>5}  {cells}  {published:>9}")
         if setting["stopped"]:
             lines.append(f"  members stopped (non-finite): {setting['stopped']}")
     for member in results["members"]:
@@ -819,6 +833,11 @@ def evaluate_population_workdir(
 
     workdir = Path(workdir)
     config = read_config(workdir)
+    if not is_population(config):
+        raise ValueError(
+            f"{str(workdir)!r} holds a single run, not a population: evaluate it with jmeta.train.evaluate_workdir "
+            "(as `jmeta eval` does)."
+        )
     member, fixed = None, []
     for override in overrides:
         key, _, text = override.partition("=")

@@ -194,7 +194,8 @@ def evaluate_workdir(
         key, _, text = override.partition("=")
         if key not in EVAL_OVERRIDES:
             allowed = ", ".join(f"{key}=..." for key in EVAL_OVERRIDES)
-            raise ValueError(f"jmeta eval only takes the overrides {allowed}; got {override!r}.")
+            alone = " (member=K selects a member of a population; this workdir holds a single run)" * (key == "member")
+            raise ValueError(f"jmeta eval only takes the overrides {allowed}; got {override!r}{alone}.")
         values = _literal(text)
         if key in SWEEPABLE and isinstance(values, (tuple, list)):
             sweep[key] = tuple(values)

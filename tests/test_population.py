@@ -216,6 +216,25 @@ def test_the_single_run_functions_refuse_a_population_and_name_the_population_on
         evaluate_workdir(tmp_path / "run")
 
 
+def test_the_population_functions_refuse_a_single_run_and_name_the_single_run_ones(tmp_path):
+    from jmeta.experiment import apply_override
+    from jmeta.population import evaluate_population_workdir
+    from jmeta.train import evaluate_workdir
+
+    config = _config()
+    with pytest.raises(ValueError, match="neither seeds nor sweep.*jmeta.train.train_and_evaluate"):
+        train_population(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(config.to_json())
+    with pytest.raises(ValueError, match="a single run, not a population.*jmeta.train.evaluate_workdir"):
+        evaluate_population_workdir(tmp_path / "run")
+    with pytest.raises(ValueError, match="member=K selects a member of a population; this workdir holds a single"):
+        evaluate_workdir(tmp_path / "run", ["member=0"])
+    with pytest.raises(ValueError, match=r"did you mean 'sweep'.*known keys: .*seeds.*sweep"):
+        apply_override(config, 'sweeps={"inner_lr": (0.1, 0.2)}')
+
+
 def test_members_cross_settings_with_seeds_and_the_mesh_takes_members_first():
     config = _config("seeds=2", "seed=3", 'sweep={"inner_lr": (0.1, 0.2, 0.3)}')
     found = [(m.index, m.setting_index, m.setting["inner_lr"], m.seed) for m in members(config)]
