@@ -552,7 +552,7 @@ def meta_train_population(
                 bar.set_postfix({"running": int(running.sum())})
                 bar.update(count)
         except KeyboardInterrupt:
-            raise interrupted_at(done, config.steps, checkpoints) from None
+            raise interrupted_at(f"at meta-step {done} of {config.steps}", checkpoints) from None
         finally:
             if board is not None:
                 close_event_writer(board, workdir / "tensorboard")

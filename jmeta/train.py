@@ -444,21 +444,20 @@ def meta_train(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"})
                 bar.update(count)
         except KeyboardInterrupt:
-            raise interrupted_at(done, config.steps, checkpoints) from None
+            raise interrupted_at(f"at meta-step {done} of {config.steps}", checkpoints) from None
         finally:
             if board is not None:
                 close_event_writer(board, workdir / "tensorboard")
     return state
 
 
-def interrupted_at(step: int, steps: int, checkpoints: Checkpoints) -> TrainingInterrupted:
-    """The one-line error of a run stopped by Ctrl-C at meta-step ``step`` of ``steps``, naming the checkpoint
-    a rerun of the same command resumes from."""
+def interrupted_at(where: str, checkpoints: Checkpoints, unit: str = "step") -> TrainingInterrupted:
+    """The one-line error of a run stopped by Ctrl-C ``where`` (e.g. ``"at meta-step 3 of 10"``), naming the
+    checkpoint (its number in ``unit``, e.g. "iteration") a rerun of the same command resumes from."""
     last = checkpoints.latest_step()
-    kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is step {last}"
+    kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is {unit} {last}"
     return TrainingInterrupted(
-        f"interrupted at meta-step {step} of {steps}; {kept} ({checkpoints.latest.directory}); "
-        "rerun the same command to resume"
+        f"interrupted {where}; {kept} ({checkpoints.latest.directory}); rerun the same command to resume"
     )
 
 

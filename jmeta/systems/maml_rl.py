@@ -102,7 +102,7 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Meta-trains ``config.algorithm`` (and, with ``config.baselines``, the pretrained policy) on ``config.env``,
     resuming from the workdir's checkpoints, and evaluates them and a random initialisation on ``config.eval_tasks``
     new tasks (module docstring)."""
-    from jmeta.train import TrainingInterrupted
+    from jmeta.train import interrupted_at
 
     steps = positive_int("steps", config.steps)
     every = positive_int("checkpoint_every", config.checkpoint_every)
@@ -132,12 +132,8 @@ def program(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             if checkpoints.latest_step() != int(trained.state.iteration):  # stopped by the budget in between
                 checkpoints.save(trained.state, key)
         except KeyboardInterrupt:
-            last = checkpoints.latest_step()
-            kept = "no checkpoint was written yet" if last is None else f"the last checkpoint is iteration {last}"
-            raise TrainingInterrupted(
-                f"interrupted while meta-training {algorithm} ({steps} meta-iterations); {kept} "
-                f"({checkpoints.latest.directory}); rerun the same command to resume"
-            ) from None
+            where = f"while meta-training {algorithm} ({steps} meta-iterations)"
+            raise interrupted_at(where, checkpoints, unit="iteration") from None
         finally:
             checkpoints.close()
         policies[row], reached[row] = trained.state.params, int(trained.state.iteration)
